@@ -1,0 +1,137 @@
+"""Streaming Parquet input: discovery, up-front validation, and fixed-size chunks.
+
+A chunk is the unit of work, of output (one part file) and of resume (one manifest entry). Its key
+(file index, batch index) is stable for a given input list and chunk size, which is what lets an
+interrupted job, or a job split over several processes, agree on what is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import JobError
+from .schema import SCORE_COLUMNS
+
+# Internal names of the role columns inside a chunk; the user's names only matter at the edges.
+ID, TEXT, IMAGE, ASPECT = "__id", "__text", "__image", "__aspect"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which input column plays which role, and which columns pass through to the output."""
+
+    id: str = "post_id"
+    text: str = "text"
+    image: str = "image_path"
+    aspect: str = "aspect"
+    keep: tuple[str, ...] = ()
+
+
+@dataclass
+class InputPlan:
+    """What was learnt from the input files' metadata before any work."""
+
+    files: list[Path]
+    rows: int
+    kept_types: list[tuple[str, pa.DataType]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    file_index: int
+    batch_index: int
+    table: pa.Table  # role columns under internal names, then kept columns
+
+    @property
+    def key(self) -> str:
+        return f"{self.file_index:05d}-{self.batch_index:07d}"
+
+
+def discover_inputs(paths: list[str]) -> list[Path]:
+    """Parquet files named directly or found (recursively, sorted) in the folders named."""
+    if not paths:
+        raise JobError("no input given")
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+            if not found:
+                raise JobError(f"input folder holds no .parquet files: {raw}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise JobError(f"input not found: {raw}")
+    return [f.resolve() for f in files]
+
+
+def plan_inputs(files: list[Path], columns: Columns) -> InputPlan:
+    """Validate every file's schema up front, so a bad job stops before the first row is scored."""
+    reserved = {columns.id, "aspect", *(name for name, _ in SCORE_COLUMNS)}
+    clash = [c for c in columns.keep if c in reserved]
+    if clash:
+        raise JobError(f"--keep column(s) {', '.join(clash)} would clash with output columns of the same name")
+    kept_types: dict[str, pa.DataType] = {}
+    rows = 0
+    for path in files:
+        try:
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise JobError(f"not a readable Parquet file: {path} ({exc})") from None
+        for role, name in (("id", columns.id), ("text", columns.text)):
+            if name not in schema.names:
+                raise JobError(f"required {role} column {name!r} missing in {path}")
+        for name in columns.keep:
+            if name in schema.names:
+                dtype = schema.field(name).type
+                if kept_types.setdefault(name, dtype) != dtype:
+                    raise JobError(f"kept column {name!r} has type {dtype} in {path} but {kept_types[name]} elsewhere")
+        rows += meta.num_rows
+    missing = [c for c in columns.keep if c not in kept_types]
+    if missing:
+        raise JobError(f"--keep column(s) not found in any input file: {', '.join(missing)}")
+    return InputPlan(files=files, rows=rows, kept_types=[(c, kept_types[c]) for c in columns.keep])
+
+
+def iter_chunks(plan: InputPlan, columns: Columns, chunk_rows: int, limit: int | None = None) -> Iterator[Chunk]:
+    """Record batches of at most `chunk_rows` rows, in input order, never the whole file at once."""
+    remaining = limit if limit is not None else plan.rows
+    for file_index, path in enumerate(plan.files):
+        if remaining <= 0:
+            return
+        parquet = pq.ParquetFile(path)
+        present = set(parquet.schema_arrow.names)
+        wanted = [c for c in {columns.id, columns.text, columns.image, columns.aspect, *columns.keep} if c in present]
+        for batch_index, batch in enumerate(parquet.iter_batches(batch_size=chunk_rows, columns=wanted)):
+            if remaining <= 0:
+                return
+            batch = batch.slice(0, remaining)
+            remaining -= batch.num_rows
+            yield Chunk(file_index, batch_index, _normalise(pa.Table.from_batches([batch]), columns, plan))
+
+
+def _normalise(table: pa.Table, columns: Columns, plan: InputPlan) -> pa.Table:
+    """Role columns as strings under internal names; absent columns as nulls of the planned type."""
+    n = table.num_rows
+    out: dict[str, pa.Array] = {}
+    for internal, name in ((ID, columns.id), (TEXT, columns.text), (IMAGE, columns.image), (ASPECT, columns.aspect)):
+        out[internal] = _as_string(table[name]) if name in table.column_names else pa.nulls(n, pa.string())
+    for name, dtype in plan.kept_types:
+        out[name] = table[name].cast(dtype) if name in table.column_names else pa.nulls(n, dtype)
+    return pa.table(out)
+
+
+def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])

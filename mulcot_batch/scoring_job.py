@@ -1,0 +1,72 @@
+"""`mulcot-batch score` as a process: validation, accelerate, progress and the final summary.
+
+Works the same under `accelerate launch --num_processes N`: every rank validates the job (so a bad
+job fails everywhere before any work), rank 0 claims the output folder, and each rank scores its
+own share of the chunks and writes its own parts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .console import progress_bar, say, stderr, summarise_parts, summary_table
+from .engine import ChunkResult, ScoreOptions, load_job_student, plan_job, run_chunks
+from .errors import JobError
+from .writing import OutputFolder
+
+
+def execute(opts: ScoreOptions) -> dict:
+    """Run (or resume) a scoring job; returns the summary of the whole output folder."""
+    plan = plan_job(opts)
+    folder = OutputFolder(Path(opts.out))
+    folder.check(plan.identity, opts.overwrite)
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=_mixed_precision(opts))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    quiet = opts.quiet or not accelerator.is_main_process
+    accelerator.wait_for_everyone()  # every rank has checked the folder before rank 0 touches it
+    if accelerator.is_main_process:
+        folder.claim(plan.identity, opts.overwrite)
+    accelerator.wait_for_everyone()
+
+    start = time.perf_counter()
+    student = load_job_student(opts, accelerator.device)
+    say(f"model: {student.weights}", quiet)
+    say(f"device: {accelerator.device}, processes: {world}, dataloader workers: {opts.workers}", quiet)
+    done_rows = folder.done_rows()
+    todo = max(0, plan.rows - done_rows)
+    if done_rows:
+        say(f"resuming: {done_rows:,} of {plan.rows:,} rows already scored in {opts.out}", quiet)
+
+    scored = 0
+    score_start = time.perf_counter()
+    with progress_bar(quiet) as progress, accelerator.autocast():
+        task = progress.add_task("score", total=max(1, todo // world), rate=0.0)
+
+        def on_chunk(result: ChunkResult) -> None:
+            nonlocal scored
+            scored += result.rows
+            rate = scored / max(1e-9, time.perf_counter() - score_start)
+            progress.update(task, advance=result.rows, rate=rate)
+
+        run_chunks(student, plan, folder, rank, world, on_chunk)
+    accelerator.wait_for_everyone()
+
+    summary = summarise_parts(folder.part_files())
+    seconds = time.perf_counter() - start
+    if summary["rows"] != plan.rows and accelerator.is_main_process:
+        raise JobError(f"output holds {summary['rows']} rows but the input has {plan.rows}; rerun to resume")
+    if not quiet:
+        stderr.print(summary_table(summary, scored * world, seconds, student.weights, Path(opts.out)))
+    return summary
+
+
+def _mixed_precision(opts: ScoreOptions) -> str:
+    if opts.dtype == "float16" and not torch.cuda.is_available():
+        raise JobError("--dtype float16 needs a GPU; use bfloat16 or float32 on CPU")
+    return {"bfloat16": "bf16", "float16": "fp16"}.get(opts.dtype, "no")

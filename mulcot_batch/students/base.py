@@ -1,0 +1,76 @@
+"""The one interface every student backend implements.
+
+A backend has two halves so that CPU work never blocks the model:
+
+- a `Preparer` (light, picklable, runs in DataLoader worker processes) turns one post into model
+  inputs: prompt building, tokenization, image resizing;
+- a `Student` (heavy, lives on the accelerator) runs `classify` (one forward pass, class
+  probabilities from the label-token logits) and `explain` (batched greedy generation of the
+  reasoning chain).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+
+Task = Literal["classify", "explain"]
+
+
+@dataclass
+class Post:
+    """One post as the preparer sees it: the image is already decoded, RGB, or None."""
+
+    text: str
+    aspect: str | None
+    image: Image.Image | None
+
+
+@dataclass
+class PreparedPost:
+    """Model inputs for one post; `length` drives length-sorted batching."""
+
+    inputs: dict[str, Any]
+    length: int
+
+
+class Preparer(ABC):
+    """Builds model inputs on CPU worker processes; must be picklable."""
+
+    @abstractmethod
+    def prepare(self, post: Post) -> PreparedPost:
+        """Both prompts (label and reasoning) for one post, tokenized."""
+
+    @abstractmethod
+    def collate(self, posts: list[PreparedPost], task: Task) -> dict[str, Any]:
+        """Stack posts into one batch for `task` (left padding, so generation continues every row)."""
+
+
+class Student(ABC):
+    """A sentiment student: label probabilities in one pass, chains on demand."""
+
+    #: Human-readable identity written into every output row and the logs.
+    name: str
+    #: Which weights this run uses, said plainly (trained parts, base weights, adapter).
+    weights: str
+
+    @abstractmethod
+    def preparer(self) -> Preparer:
+        """The picklable CPU half of this backend."""
+
+    @abstractmethod
+    def classify(self, batch: dict[str, Any]) -> np.ndarray:
+        """Probabilities, shape (n, 3), columns in `schema.LABELS` order, rows summing to 1."""
+
+    @abstractmethod
+    def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        """Greedy reasoning chains, one decoded string per row, prompt excluded."""
+
+    def to(self, device: Any) -> "Student":
+        """Move the model to a device; backends override when they hold modules."""
+        return self

