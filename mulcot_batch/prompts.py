@@ -74,9 +74,7 @@ def parse_chain(text: str | None) -> Chain:
     for match, following in zip(matches, matches[1:] + [None]):
         key = match.group(1).lower()
         end = following.start() if following else len(text)
-        value = text[match.end() : end].strip().rstrip(",").strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1].strip()
+        value = text[match.end() : end].strip().rstrip(",").strip().strip('"').strip()
         found.setdefault(key, value)
     return Chain(
         text_analysis=found.get("text_analysis") or None,

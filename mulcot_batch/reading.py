@@ -90,14 +90,25 @@ def plan_inputs(files: list[Path], columns: Columns) -> InputPlan:
                 raise JobError(f"required {role} column {name!r} missing in {path}")
         for name in columns.keep:
             if name in schema.names:
-                dtype = schema.field(name).type
-                if kept_types.setdefault(name, dtype) != dtype:
-                    raise JobError(f"kept column {name!r} has type {dtype} in {path} but {kept_types[name]} elsewhere")
+                kept_types[name] = _common_type(name, kept_types.get(name), schema.field(name).type, path)
         rows += meta.num_rows
     missing = [c for c in columns.keep if c not in kept_types]
     if missing:
         raise JobError(f"--keep column(s) not found in any input file: {', '.join(missing)}")
     return InputPlan(files=files, rows=rows, kept_types=[(c, kept_types[c]) for c in columns.keep])
+
+
+def _common_type(name: str, seen: pa.DataType | None, found: pa.DataType, path: Path) -> pa.DataType:
+    """One output type for a kept column across files (string and large_string alike, ints widened)."""
+    if pa.types.is_large_string(found):
+        found = pa.string()
+    if seen is None or seen == found:
+        return found
+    try:
+        merged = pa.unify_schemas([pa.schema([(name, seen)]), pa.schema([(name, found)])], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise JobError(f"kept column {name!r} is {found} in {path} but {seen} in an earlier file") from None
+    return merged.field(name).type
 
 
 def iter_chunks(plan: InputPlan, columns: Columns, chunk_rows: int, limit: int | None = None) -> Iterator[Chunk]:

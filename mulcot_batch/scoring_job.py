@@ -7,6 +7,7 @@ own share of the chunks and writes its own parts.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -26,8 +27,12 @@ def execute(opts: ScoreOptions) -> dict:
 
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(opts))
+    # cpu=True on a machine without CUDA is what lets accelerate join CPU ranks (gloo) at all.
+    accelerator = Accelerator(mixed_precision=_mixed_precision(opts), cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise JobError(f"launched as {launched} processes but accelerate joined {world}; each would redo all the work")
     quiet = opts.quiet or not accelerator.is_main_process
     accelerator.wait_for_everyone()  # every rank has checked the folder before rank 0 touches it
     if accelerator.is_main_process:
