@@ -60,3 +60,13 @@ def test_adapter_without_config_is_a_bad_job(tiny_model: Path, sample_copy: Path
     (tmp_path / "empty").mkdir()
     result = run_cli("score", sample_copy, "--out", tmp_path / "o", "--model", tiny_model, "--adapter", tmp_path / "empty")
     assert result.exit_code == 2 and "adapter_config.json" in result.stderr
+
+
+def test_chunk_of_only_error_rows_keeps_the_schema(tiny_model: Path, tmp_path: Path):
+    dump = tmp_path / "empty.parquet"
+    pl.DataFrame({"post_id": ["a", None, "c"], "text": ["", "", None]}).write_parquet(dump)
+    result = run_cli("score", dump, "--out", tmp_path / "out", "--model", tiny_model, *ARGS)
+    assert result.exit_code == 0, result.output
+    scored = read_output(tmp_path / "out")
+    assert scored.height == 3 and scored["status"].to_list() == ["error"] * 3
+    assert scored.schema["p_positive"] == pl.Float32 and scored["label"].null_count() == 3
