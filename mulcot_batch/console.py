@@ -52,7 +52,8 @@ def summarise_parts(parts: list[Path]) -> dict:
     }
 
 
-def summary_table(summary: dict, scored_now: int, seconds: float, model: str, out: Path) -> Table:
+def summary_table(summary: dict, scored_now: int, timing: tuple[float, float], model: str, out: Path) -> Table:
+    """`timing` is (seconds spent scoring, seconds in all including model loading)."""
     table = Table(title=f"mulcot-batch score -> {out}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
@@ -65,6 +66,8 @@ def summary_table(summary: dict, scored_now: int, seconds: float, model: str, ou
     table.add_row("errors", f"{summary['errors']:,}")
     table.add_row("with rationale", f"{summary['explained']:,}")
     table.add_row("image status", ", ".join(f"{k} {v}" for k, v in sorted(summary["image_status"].items())))
-    rate = scored_now / seconds if seconds > 0 else 0.0
-    table.add_row("scored this run", f"{scored_now:,} in {seconds:.1f} s ({rate:.2f} posts/s)")
+    scoring, total = timing
+    rate = scored_now / scoring if scoring > 0 else 0.0
+    table.add_row("scored this run", f"{scored_now:,} in {scoring:.1f} s ({rate:.2f} posts/s)")
+    table.add_row("wall time", f"{total:.1f} s (model loading included)")
     return table

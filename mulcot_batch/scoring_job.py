@@ -63,11 +63,12 @@ def execute(opts: ScoreOptions) -> dict:
     accelerator.wait_for_everyone()
 
     summary = summarise_parts(folder.part_files())
-    seconds = time.perf_counter() - start
+    timing = (time.perf_counter() - score_start, time.perf_counter() - start)
+    scored_now = folder.done_rows() - done_rows  # every rank's work, read from the manifests
     if summary["rows"] != plan.rows and accelerator.is_main_process:
         raise JobError(f"output holds {summary['rows']} rows but the input has {plan.rows}; rerun to resume")
     if not quiet:
-        stderr.print(summary_table(summary, scored * world, seconds, student.weights, Path(opts.out)))
+        stderr.print(summary_table(summary, scored_now, timing, student.weights, Path(opts.out)))
     return summary
 
 

@@ -18,7 +18,8 @@ from PIL import Image
 
 from mulcot_batch.prompts import PREDICTION_PREFIX
 from mulcot_batch.students.base import Post
-from mulcot_batch.students.hf_vlm import HFVLMStudent, label_token_ids
+from mulcot_batch.students.base import label_token_ids
+from mulcot_batch.students.hf_vlm import HFVLMStudent
 
 try:
     from tiny_qwen import build_tiny_qwen

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from ..schema import LABELS
+
 
 Task = Literal["classify", "explain"]
 
@@ -74,3 +76,19 @@ class Student(ABC):
     def to(self, device: Any) -> "Student":
         """Move the model to a device; backends override when they hold modules."""
         return self
+
+
+def label_token_ids(tokenizer: Any) -> list[int]:
+    """First token of " positive", " neutral", " negative" (they follow `"Prediction":`), in LABELS order."""
+    ids = []
+    for label in LABELS:
+        tokens = tokenizer.encode(" " + label, add_special_tokens=False)
+        if not tokens:
+            raise ValueError(f"the tokenizer encodes {label!r} to no token")
+        ids.append(tokens[0])
+    if len(set(ids)) != len(ids):
+        pieces = {label: tokenizer.convert_ids_to_tokens(i) for label, i in zip(LABELS, ids)}
+        raise ValueError(
+            f"the labels share a first token ({pieces}); their probabilities cannot be read from one position"
+        )
+    return ids

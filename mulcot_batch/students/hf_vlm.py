@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 
 from ..prompts import PREDICTION_PREFIX, task_instruction
-from ..schema import LABELS
-from .base import Post, PreparedPost, Preparer, Student, Task
+from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 
 #: Keys of the processor output that run along the token sequence and are padded with the ids.
 _TOKEN_KEYS = ("input_ids", "mm_token_type_ids", "token_type_ids")
@@ -124,22 +123,6 @@ class HFVLMPreparer(Preparer):
         for key in images[0] if images else ():
             batch[key] = torch.cat([image[key] for image in images], dim=0)
         return batch
-
-
-def label_token_ids(tokenizer: Any) -> list[int]:
-    """First token of " positive", " neutral", " negative" (they follow `"Prediction":`), in LABELS order."""
-    ids = []
-    for label in LABELS:
-        tokens = tokenizer.encode(" " + label, add_special_tokens=False)
-        if not tokens:
-            raise ValueError(f"the tokenizer encodes {label!r} to no token")
-        ids.append(tokens[0])
-    if len(set(ids)) != len(ids):
-        pieces = {label: tokenizer.convert_ids_to_tokens(i) for label, i in zip(LABELS, ids)}
-        raise ValueError(
-            f"the labels share a first token ({pieces}); their probabilities cannot be read from one position"
-        )
-    return ids
 
 
 def load_processor(path: str | Path) -> Any:

@@ -22,8 +22,7 @@ from torch import nn
 
 from .. import weights
 from ..prompts import PREDICTION_PREFIX, task_instruction
-from ..schema import LABELS
-from .base import Post, PreparedPost, Preparer, Student, Task
+from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 
 NANO_DIR = Path(__file__).resolve().parent.parent / "models" / "nano"
 IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -173,14 +172,6 @@ def load_encoder() -> nn.Module:
     state = torch.load(weights.efficientnet_weights(), map_location="cpu", weights_only=True)
     encoder.load_state_dict(state)
     return encoder
-
-
-def label_token_ids(tokenizer: Any) -> list[int]:
-    """First token of ' positive', ' neutral', ' negative': what follows `"Prediction":`."""
-    ids = [tokenizer.encode(" " + label, add_special_tokens=False)[0] for label in LABELS]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"label words share a first token in this tokenizer: {ids}")
-    return ids
 
 
 class NanoStudent(Student):
