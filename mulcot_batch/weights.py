@@ -6,6 +6,7 @@ own module pulls in `llm`, which this project does not install.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -49,30 +50,44 @@ def efficientnet_weights() -> Path:
 def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted from the GGUF once (~20 s) and cached.
 
-    Conversion writes into a temporary folder and renames it into place, so concurrent ranks or an
-    interrupted conversion never leave a half-written cache behind.
+    One process converts while the others wait on a file lock (accelerate ranks start together);
+    the conversion is written into a temporary folder and renamed into place only when complete,
+    so an interrupted conversion never leaves a half-written cache behind.
     """
     target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file():
+    if _complete(target):
         return target
     gguf_dir = package_dir(SMOLLM2_PACKAGE)
     if not (gguf_dir / SMOLLM2_GGUF).is_file():
         raise JobError(f"{SMOLLM2_GGUF} missing in {gguf_dir}; {INSTALL_HINT}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        _convert_gguf(gguf_dir, scratch)
+    with open(target.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _complete(target):
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete folder from an older version
+        scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
+            _convert_gguf(gguf_dir, scratch)
+            if not _complete(scratch):
+                raise JobError(f"converting {SMOLLM2_GGUF} produced no weights in {scratch}")
             os.rename(scratch, target)
-        except OSError:  # another process finished first; its copy is as good as ours
-            if not (target / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json"))
+
+
 def _convert_gguf(gguf_dir: Path, out: Path) -> None:
+    """De-quantize the GGUF and write plain safetensors ourselves.
+
+    `PreTrainedModel.save_pretrained` skips the weights on every rank but 0 once torch.distributed
+    is initialised, which would leave a weightless folder behind under `accelerate launch`.
+    """
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
@@ -80,6 +95,9 @@ def _convert_gguf(gguf_dir: Path, out: Path) -> None:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the tensors are de-quantized: a plain float model now
-    model.hf_quantizer = None
-    model.save_pretrained(out)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k not in tied}
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    config.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    os.chmod(out, 0o755)
