@@ -44,9 +44,17 @@ class NanoConfig:
     )
     no_image: str = "none"
     label_prefix: str = PREDICTION_PREFIX
+    # Compact task wordings of a trained template ({aspect} filled in); None: the shared wording.
+    tasks: dict[str, str] | None = None
     trained: bool = False
     notes: str = "untrained: base SmolLM2-135M-Instruct, projector randomly initialised (seed 0)"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def task(self, aspect: str | None, reasoning: bool) -> str:
+        if self.tasks is None:
+            return task_instruction(aspect, reasoning)
+        key = ("reason" if reasoning else "label") + ("_masc" if aspect else "_msc")
+        return self.tasks[key].replace("{aspect}", aspect or "")
 
     @property
     def image_tokens(self) -> int:
@@ -73,8 +81,9 @@ class NanoPreparer(Preparer):
         # User text never gets to spell special tokens such as <|im_start|>.
         return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=user_text)
 
-    def _prompt(self, post: Post, reasoning: bool) -> tuple[list[int], list[bool]]:
-        filled = self.config.template.replace("{task}", task_instruction(post.aspect, reasoning))
+    def prompt_ids(self, post: Post, reasoning: bool) -> tuple[list[int], list[bool]]:
+        """Token ids of the label or reasoning prompt, and which positions are image tokens."""
+        filled = self.config.template.replace("{task}", self.config.task(post.aspect, reasoning))
         before_text, rest = filled.split("{text}")
         before_image, after_image = rest.split("{image}")
         text_ids = self._ids(post.text, user_text=True)[: self.config.max_text_tokens]
@@ -91,14 +100,16 @@ class NanoPreparer(Preparer):
             mask[start : start + len(image_ids)] = [True] * len(image_ids)
         return ids, mask
 
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """uint8 (3, size, size): what the image encoder sees, at inference and in training alike."""
+        size = self.config.image_size
+        resized = image.resize((size, size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+
     def prepare(self, post: Post) -> PreparedPost:
-        label_ids, label_mask = self._prompt(post, reasoning=False)
-        reason_ids, reason_mask = self._prompt(post, reasoning=True)
-        image = None
-        if post.image is not None:
-            size = self.config.image_size
-            resized = post.image.resize((size, size), Image.Resampling.BICUBIC)
-            image = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+        label_ids, label_mask = self.prompt_ids(post, reasoning=False)
+        reason_ids, reason_mask = self.prompt_ids(post, reasoning=True)
+        image = self.pixels(post.image) if post.image is not None else None
         inputs = {
             "classify": (label_ids, label_mask),
             "explain": (reason_ids, reason_mask),
@@ -136,23 +147,38 @@ class NanoModel(nn.Module):
         self.projector = nn.Sequential(nn.Linear(ENCODER_CHANNELS, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.lm = lm
 
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (n, 3, H, W) -> (n, image_tokens, hidden)."""
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, H, W) -> pooled encoder features (n, image_tokens, 1280); frozen, so cacheable."""
         pixels = images.to(torch.float32) / 255.0
         pixels = (pixels - IMAGE_MEAN.to(pixels.device)) / IMAGE_STD.to(pixels.device)
         dtype = next(self.encoder.parameters()).dtype
         features = self.encoder.extract_features(pixels.to(dtype))
-        pooled = F.adaptive_avg_pool2d(features, self.config.image_grid).flatten(2).transpose(1, 2)
-        projector_dtype = self.projector[0].weight.dtype
-        return self.projector(pooled.to(projector_dtype))
+        return F.adaptive_avg_pool2d(features, self.config.image_grid).flatten(2).transpose(1, 2)
+
+    def image_embeddings(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Projected image tokens from raw images, or from cached encoder features (training)."""
+        features = batch.get("image_features")
+        if features is None:
+            if batch.get("images") is None:
+                return None
+            features = self.image_features(batch["images"])
+        return self.projector(features.to(self.projector[0].weight.dtype))
 
     def input_embeddings(self, batch: dict[str, Any]) -> torch.Tensor:
         embeds = self.lm.get_input_embeddings()(batch["input_ids"])
-        if batch["images"] is not None:
-            image_embeds = self.image_embeddings(batch["images"]).to(embeds.dtype)
+        image_embeds = self.image_embeddings(batch)
+        if image_embeds is not None:
+            image_embeds = image_embeds.to(embeds.dtype)
             embeds = embeds.clone()
             embeds[batch["image_mask"]] = image_embeds.reshape(-1, embeds.shape[-1])
         return embeds
+
+    def hidden_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Last hidden states of the LM, without the vocabulary projection (training reads few positions)."""
+        attention = batch["attention_mask"]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.lm.model(inputs_embeds=self.input_embeddings(batch), attention_mask=attention, position_ids=positions)
+        return out.last_hidden_state
 
     def forward(self, batch: dict[str, Any], **lm_kwargs: Any) -> Any:
         attention = batch["attention_mask"]
@@ -192,6 +218,10 @@ class NanoStudent(Student):
         lm_dir = weights.smollm2_folder()
         tokenizer = AutoTokenizer.from_pretrained(lm_dir)
         lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+        full_lm = folder / "lm.safetensors"  # an assistant: the whole LM fine-tuned
+        if full_lm.is_file():
+            lm.load_state_dict(load_file(full_lm), strict=False)
+            lm.tie_weights()
         adapter_dir = folder / "adapter"
         if (adapter_dir / "adapter_config.json").is_file():
             from peft import PeftModel

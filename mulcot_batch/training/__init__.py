@@ -1,0 +1,1 @@
+"""The Teacher-Assistant-Student training pipeline for the `nano` family (MulCoT-RD, section 2)."""
