@@ -79,7 +79,7 @@ def evaluate_chains(
     Similarity metrics run over the pairs where both a candidate and a reference exist. `labels`
     (gold, or any label column) gives the share of chains whose own Prediction agrees with it.
     METEOR or cosine that cannot run offline is None, with the reason under `unavailable`;
-    `meteor=False` / `cosine=False` skip them (the trainer's quick dev checks).
+    `meteor=False` / `cosine=False` skip them (the trainer's quick dev checks), said the same way.
     """
     n = len(candidates)
     if references is not None and len(references) != n or labels is not None and len(labels) != n:
@@ -109,7 +109,9 @@ def _similarity(
     cands, refs = [c for c, _ in pairs], [r for _, r in pairs]
     out: dict = {"pairs": len(pairs), "bleu": _mean(bleu_scores(cands, refs)), "rouge_l_f1": _mean(rouge_l_scores(cands, refs))}
     out["meteor"] = None
-    if meteor:
+    if not meteor:
+        unavailable["meteor"] = "skipped on request"
+    else:
         from .wordnet import load_wordnet
 
         wordnet = load_wordnet()
@@ -119,7 +121,9 @@ def _similarity(
             out["meteor"] = _mean(meteor_scores(cands, refs, wordnet.reader))
             out["meteor_wordnet"] = wordnet.source
     out["cosine"] = None
-    if cosine:
+    if not cosine:
+        unavailable["cosine"] = "skipped on request"
+    else:
         from ..errors import JobError
         from .embeddings import load_encoder, pairwise_cosine
 
