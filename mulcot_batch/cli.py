@@ -132,5 +132,41 @@ def evaluate(ctx: click.Context, scored: str, score_first: bool, quiet: bool, **
             click.echo(f"report written to {opts.json_path}", err=True)
 
 
+@main.command()
+@click.argument("input_file", metavar="INPUT")
+@click.option("--out", required=True, help="Output Parquet (the columns of rationales.parquet plus the outcome).")
+@click.option("--backend", type=click.Choice(["openai", "hf"]), default="openai", show_default=True, help="An OpenAI-compatible endpoint, or a local Hugging Face VLM.")
+@click.option("--model", required=True, help="The served model name (openai), or a local model folder (hf).")
+@click.option("--api-base", default=None, help="Endpoint base URL, e.g. http://localhost:8000/v1 (openai).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable holding the API key.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (openai).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for an answer (openai).")
+@click.option("--max-retries", type=int, default=5, show_default=True, help="Retries on 429/5xx/timeouts/garbage (openai).")
+@click.option("--backoff", type=float, default=1.0, show_default=True, help="First retry delay in seconds, doubled each retry (openai).")
+@click.option("--give-up-after", type=int, default=20, show_default=True, help="Posts failing in a row before the rest are not sent (openai).")
+@click.option("--max-attempts", type=int, default=3, show_default=True, help="Teacher answers per post, re-asks with the label hint included.")
+@click.option("--max-tokens", type=int, default=1024, show_default=True, help="Length cap of a chain.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="Sampling temperature (openai; hf is greedy).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Posts per generation batch (hf).")
+@click.option("--adapter", default=None, help="LoRA adapter folder for the local model (hf).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True, help="(hf)")
+@click.option("--cache", default=None, help="Answer cache folder [default: ~/.cache/mulcot-batch/teacher].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached answers.")
+@click.option("--id-col", default="post_id", show_default=True)
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--image-col", default="image_path", show_default=True)
+@click.option("--aspect-col", default="aspect", show_default=True)
+@click.option("--label-col", default="label", show_default=True)
+@click.option("--image-root", default=None, help="Folder image paths are relative to [default: the input file's folder].")
+@click.option("--limit", type=int, default=None, help="Annotate only the first N input rows.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
+def annotate(input_file: str, **options) -> None:
+    """Teacher reasoning chains for the labelled posts in INPUT (Parquet), re-asked with the label as hint."""
+    from .teacher.annotate import AnnotateOptions, annotate as run_annotate
+
+    run_annotate(AnnotateOptions(input=input_file, **options))
+
+
 if __name__ == "__main__":
     main()
