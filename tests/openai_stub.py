@@ -2,7 +2,7 @@
 
 It answers each post with the chain it was given for that post's text (its Prediction swapped for
 the hint's label when the request carries one), and misbehaves on purpose when told: a script of
-faults for the next requests (429, 500, a slow answer, a non-JSON body, JSON without choices, an
+faults for the next requests (401, 429, 500, a slow answer, a non-JSON body, JSON without choices, an
 empty message), posts whose first answer has the wrong label, posts it always gets wrong, or
 every request failing. It records every request body and Authorization header it received.
 """
@@ -77,6 +77,8 @@ class StubTeacher:
         post_text = head.split("\nAspect: ")[0].removeprefix("Text: ")
         if self.down or fault == "500" or post_text in self.always_fail:
             return 500, b'{"error": {"message": "internal error"}}', {}
+        if fault == "401":
+            return 401, b'{"error": {"message": "invalid api key"}}', {}
         if fault == "429":
             return 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0"}
         if fault == "slow":

@@ -100,6 +100,16 @@ def test_faults_are_retried_until_answered(posts_file: Path, stub: StubTeacher, 
     assert table["attempts"].to_list() == [1] * 4  # retries are not teacher attempts
 
 
+def test_a_refused_request_is_not_retried(posts_file: Path, stub: StubTeacher, tmp_path: Path):
+    stub.faults.append("401")
+    result = annotate(posts_file, stub, tmp_path / "out.parquet", "--concurrency", "1")
+    assert result.exit_code == 0, result.output
+    table = pl.read_parquet(tmp_path / "out.parquet")
+    assert table["status"].to_list() == ["failed", "ok", "ok", "ok"]
+    assert table["error"][0] == 'HTTP 401: {"error": {"message": "invalid api key"}} (after 1 try)'
+    assert stub.requests == 4
+
+
 def test_disagreeing_chains_are_asked_again_with_the_label_as_hint(posts_file: Path, stub: StubTeacher, tmp_path: Path):
     stub.wrong_first.add("Great game tonight")
     stub.always_wrong.add("The meeting is at noon")
@@ -195,6 +205,7 @@ def test_bad_rows_are_counted_and_skipped_by_rule(tmp_path: Path):
     "args, message",
     [
         (["--model", "m"], "--backend openai needs --api-base"),
+        (["--model", "m", "--api-base", "localhost:8000/v1"], "--backend openai needs --api-base http(s)://"),
         (["--model", "m", "--api-base", "http://127.0.0.1:9/v1", "--label-col", "gold"], "required label column 'gold' missing"),
         (["--model", "m", "--api-base", "http://127.0.0.1:9/v1", "--max-attempts", "0"], "--max-attempts must be at least 1"),
         (["--backend", "hf", "--model", "nano"], "needs a local Hugging Face model folder"),

@@ -93,8 +93,8 @@ def check_options(opts: AnnotateOptions) -> None:
         raise JobError(f"--backend must be one of {', '.join(BACKENDS)}, not {opts.backend!r}")
     if not opts.model:
         raise JobError("--model is required (the served model name, or a local model folder with --backend hf)")
-    if opts.backend == "openai" and not opts.api_base:
-        raise JobError("--backend openai needs --api-base, e.g. http://localhost:8000/v1 or https://api.openai.com/v1")
+    if opts.backend == "openai" and not (opts.api_base or "").startswith(("http://", "https://")):
+        raise JobError("--backend openai needs --api-base http(s)://..., e.g. http://localhost:8000/v1 or https://api.openai.com/v1")
     if opts.backend == "hf":
         from ..students import check_model
 

@@ -137,7 +137,8 @@ class OpenAITeacher(Teacher):
                 if attempt < self.settings.max_retries:
                     time.sleep(self._delay(attempt, exc.retry_after))
         self._record(success=False, error=error)
-        return TeacherAnswer(None, f"{error} (after {attempt + 1} tries)")
+        tries = attempt + 1
+        return TeacherAnswer(None, f"{error} (after {tries} {'try' if tries == 1 else 'tries'})")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, so many threads do not come back at the same instant."""
