@@ -19,7 +19,6 @@ import polars as pl
 
 from .errors import JobError
 from .metrics import evaluate_chains, evaluate_labels
-from .metrics.labels import normalise_label
 from .prompts import extract_label
 from .schema import LABELS
 
@@ -94,6 +93,12 @@ def load_scored(path: Path, id_col: str) -> pl.DataFrame:
     return _unique_ids(frame.select(exprs), "scored output", path)
 
 
+def _normalised(labels: pl.Expr) -> pl.Expr:
+    """As `metrics.labels.normalise_label`: case and surrounding spaces ignored, anything else null."""
+    cleaned = labels.str.strip_chars().str.to_lowercase()
+    return pl.when(cleaned.is_in(list(LABELS))).then(cleaned).otherwise(None)
+
+
 def load_gold(path: Path, id_col: str, label_col: str, reference_col: str | None) -> tuple[pl.DataFrame, str | None]:
     """Id, gold label and reference chain; every gold label must be one of the three."""
     frame = read_parquet_input(path, "gold file")
@@ -102,7 +107,7 @@ def load_gold(path: Path, id_col: str, label_col: str, reference_col: str | None
         reference_col = DEFAULT_REFERENCE_COL
     gold = frame.select(
         pl.col(id_col).cast(pl.String).alias(ID),
-        pl.col(label_col).cast(pl.String).map_elements(normalise_label, return_dtype=pl.String).alias(GOLD),
+        _normalised(pl.col(label_col).cast(pl.String)).alias(GOLD),
         (pl.col(reference_col).cast(pl.String) if reference_col else pl.lit(None, pl.String)).alias(REFERENCE),
         pl.col(label_col).cast(pl.String).alias("__raw_label"),
     )
