@@ -119,6 +119,7 @@ def evaluate(ctx: click.Context, scored: str, score_first: bool, quiet: bool, **
         meteor=meteor,
         cosine=cosine,
         score_options={**score_options, "quiet": quiet},
+        quiet=quiet,
         **options,
     )
     report = run_evaluation(opts)

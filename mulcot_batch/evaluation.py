@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from .console import say
 from .errors import JobError
 from .metrics import evaluate_chains, evaluate_labels
 from .prompts import extract_label
@@ -43,6 +44,7 @@ class EvaluateOptions:
     score_first: bool = False
     score_out: str | None = None
     score_options: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
 
 
 def read_parquet_input(path: Path, what: str) -> pl.DataFrame:
@@ -184,6 +186,9 @@ def run_evaluation(opts: EvaluateOptions) -> dict:
     scored = load_scored(scored_path, opts.id_col)
     partial = opts.allow_partial or (opts.score_first and opts.score_options.get("limit") is not None)
     joined, counts = match_ids(scored, gold, partial)
+    if reference_col is not None and (opts.meteor or opts.cosine):
+        # MiniLM on CPU takes minutes for a thousand long chains (about 2 chains/s on 2 busy cores)
+        say(f"measuring {joined.height:,} rows (chain similarity may take a few minutes on CPU)...", opts.quiet)
     report = {
         "scored": str(scored_path),
         "gold": str(gold_path),

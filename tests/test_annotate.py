@@ -197,8 +197,10 @@ def test_bad_rows_are_counted_and_skipped_by_rule(tmp_path: Path):
     assert "image file not found" in errors[3] and "unreadable" in errors[4]
     assert "'mixed' is not positive/neutral/negative" in errors[5] and "neither text nor image" in errors[6]
     assert stub.requests == 2
-    for counted in ("duplicate id 1", "empty post 1", "missing image 1", "null id 1", "unknown label 1", "unreadable image 1"):
-        assert counted in result.stderr
+    summary = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stderr.splitlines() if line.count("│") == 3}
+    assert summary["skipped"] == "6"
+    for rule in ("duplicate id", "empty post", "missing image", "null id", "unknown label", "unreadable image"):
+        assert summary[rule] == "1"
 
 
 @pytest.mark.parametrize(

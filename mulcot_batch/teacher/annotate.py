@@ -285,7 +285,9 @@ def summary_table(summary: dict, out: Path, teacher: str) -> Any:
     table.add_row("answers needed (chains)", ", ".join(f"{k}: {v:,}" for k, v in summary["attempts"].items()) or "-")
     table.add_row("failed (no answer)", f"{summary['failed']:,}")
     skipped = summary["skipped"]
-    table.add_row("skipped", f"{sum(skipped.values()):,}" + (f" ({', '.join(f'{k} {v}' for k, v in skipped.items())})" if skipped else ""))
-    table.add_row("requests sent / cached", f"{summary['requests_sent']:,} / {summary['cache_hits']:,}")
+    table.add_row("skipped", f"{sum(skipped.values()):,}")
+    for rule, count in skipped.items():
+        table.add_row(f"  {rule}", f"{count:,}")
+    table.add_row("asked the teacher / from cache", f"{summary['requests_sent']:,} / {summary['cache_hits']:,} (retries not counted)")
     table.add_row("time", f"{summary['seconds']:.1f} s")
     return table
