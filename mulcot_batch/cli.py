@@ -164,9 +164,9 @@ def evaluate(ctx: click.Context, scored: str, score_first: bool, quiet: bool, **
 @click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
 def annotate(input_file: str, **options) -> None:
     """Teacher reasoning chains for the labelled posts in INPUT (Parquet), re-asked with the label as hint."""
-    from .teacher.annotate import AnnotateOptions, annotate as run_annotate
+    from .teacher import annotate as teacher_job
 
-    run_annotate(AnnotateOptions(input=input_file, **options))
+    teacher_job.annotate(teacher_job.AnnotateOptions(input=input_file, **options))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,15 @@ def test_faults_are_retried_until_answered(posts_file: Path, stub: StubTeacher, 
     assert table["attempts"].to_list() == [1] * 4  # retries are not teacher attempts
 
 
+def test_a_teacher_that_keeps_answering_nothing_gives_a_failed_row(posts_file: Path, stub: StubTeacher, tmp_path: Path):
+    stub.faults.extend(["empty", "empty"])
+    result = annotate(posts_file, stub, tmp_path / "out.parquet", "--concurrency", "1", "--max-retries", "1")
+    assert result.exit_code == 0, result.output
+    table = pl.read_parquet(tmp_path / "out.parquet")
+    assert table["status"].to_list() == ["failed", "ok", "ok", "ok"]
+    assert table["error"][0] == "empty answer (after 2 tries)" and table["rationale"][0] is None
+
+
 def test_a_refused_request_is_not_retried(posts_file: Path, stub: StubTeacher, tmp_path: Path):
     stub.faults.append("401")
     result = annotate(posts_file, stub, tmp_path / "out.parquet", "--concurrency", "1")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def annotate(opts: AnnotateOptions) -> dict:
             if not pending:
                 break
             task = bar.add_task(f"round {attempt}", total=len(pending))
-            run_round(teacher, cache, pending, states, attempt > 1, stats, lambda: bar.update(task, advance=1))
+            run_round(teacher, cache, pending, states, attempt > 1, stats, lambda t=task: bar.update(t, advance=1))
     table = output_table(plan.frame, plan.skipped, states, teacher.model_id)
     write_parquet(table, Path(opts.out))
     summary = summarise(table, plan.skipped, stats, time.perf_counter() - start)
