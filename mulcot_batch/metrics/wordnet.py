@@ -118,7 +118,10 @@ def load_wordnet() -> WordNet:
 
     folder = _database_folder()
     if folder is not None:
-        staged = _staged_copy(folder)
+        try:
+            staged = _staged_copy(folder)
+        except OSError as exc:
+            return WordNet(None, "", f"could not copy WordNet from {folder} into the cache ({exc})")
         if str(staged) not in nltk.data.path:
             nltk.data.path.append(str(staged))  # nltk opens corpus files only under its data path
         with warnings.catch_warnings():
