@@ -76,5 +76,98 @@ def run(job_file: str, overwrite: bool, quiet: bool) -> None:
     execute(opts)
 
 
+#: `evaluate` options that only matter with --score-first (passed on to the scoring job).
+_SCORE_FIRST_OPTIONS = ("model", "adapter", "rationales", "batch_size", "max_new_tokens", "image_root", "limit", "workers", "dtype", "overwrite")
+
+
+@main.command()
+@click.argument("scored")
+@click.option("--gold", default=None, help="Parquet with the gold labels (and optionally reference chains).")
+@click.option("--label-col", default="label", show_default=True, help="Gold label column.")
+@click.option("--reference-col", default=None, help="Reference chain column [default: rationale, when the gold file has it].")
+@click.option("--id-col", default="post_id", show_default=True, help="Id column of both files.")
+@click.option("--json", "json_path", default=None, help="Write the report as JSON to this file.")
+@click.option("--allow-partial", is_flag=True, help="Evaluate only the ids in both files instead of refusing.")
+@click.option("--no-meteor", is_flag=True, help="Skip METEOR (loading WordNet takes a few seconds).")
+@click.option("--no-cosine", is_flag=True, help="Skip the MiniLM cosine similarity.")
+@click.option("--score-first", is_flag=True, help="SCORED is a labelled input Parquet: score it into --out, then evaluate.")
+@click.option("--out", "score_out", default=None, help="With --score-first: the scoring output folder (resumable).")
+@click.option("--model", default="nano", show_default=True, help="With --score-first: as score --model.")
+@click.option("--adapter", default=None, help="With --score-first: as score --adapter.")
+@click.option("--rationales", type=click.Choice(["all", "none", "uncertain"]), default="all", show_default=True, help="With --score-first.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="With --score-first.")
+@click.option("--max-new-tokens", type=int, default=200, show_default=True, help="With --score-first.")
+@click.option("--image-root", default=None, help="With --score-first: as score --image-root.")
+@click.option("--limit", type=int, default=None, help="With --score-first: score and evaluate only the first N rows.")
+@click.option("--workers", type=int, default=2, show_default=True, help="With --score-first.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True, help="With --score-first.")
+@click.option("--overwrite", is_flag=True, help="With --score-first: as score --overwrite.")
+@click.option("--quiet", is_flag=True, help="No tables or progress; errors only (use with --json).")
+@click.pass_context
+def evaluate(ctx: click.Context, scored: str, score_first: bool, quiet: bool, **options) -> None:
+    """Accuracy, F1s and chain quality of SCORED (an output folder or Parquet) against --gold."""
+    from .evaluation import EvaluateOptions, run_evaluation
+
+    given = [n for n in _SCORE_FIRST_OPTIONS if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+    if given and not score_first:
+        raise JobError(f"--{given[0].replace('_', '-')} applies only with --score-first")
+    score_options = {name: options.pop(name) for name in _SCORE_FIRST_OPTIONS}
+    meteor, cosine = not options.pop("no_meteor"), not options.pop("no_cosine")
+    opts = EvaluateOptions(
+        scored=scored,
+        score_first=score_first,
+        meteor=meteor,
+        cosine=cosine,
+        score_options={**score_options, "quiet": quiet},
+        quiet=quiet,
+        **options,
+    )
+    report = run_evaluation(opts)
+    if not quiet:
+        from rich.console import Console
+
+        from .evaluation_table import report_tables
+
+        Console().print(report_tables(report))
+        if opts.json_path:
+            click.echo(f"report written to {opts.json_path}", err=True)
+
+
+@main.command()
+@click.argument("input_file", metavar="INPUT")
+@click.option("--out", required=True, help="Output Parquet (the columns of rationales.parquet plus the outcome).")
+@click.option("--backend", type=click.Choice(["openai", "hf"]), default="openai", show_default=True, help="An OpenAI-compatible endpoint, or a local Hugging Face VLM.")
+@click.option("--model", required=True, help="The served model name (openai), or a local model folder (hf).")
+@click.option("--api-base", default=None, help="Endpoint base URL, e.g. http://localhost:8000/v1 (openai).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable holding the API key.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (openai).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for an answer (openai).")
+@click.option("--max-retries", type=int, default=5, show_default=True, help="Retries on 429/5xx/timeouts/garbage (openai).")
+@click.option("--backoff", type=float, default=1.0, show_default=True, help="First retry delay in seconds, doubled each retry (openai).")
+@click.option("--give-up-after", type=int, default=20, show_default=True, help="Posts failing in a row before the rest are not sent (openai).")
+@click.option("--max-attempts", type=int, default=3, show_default=True, help="Teacher answers per post, re-asks with the label hint included.")
+@click.option("--max-tokens", type=int, default=1024, show_default=True, help="Length cap of a chain.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="Sampling temperature (openai; hf is greedy).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Posts per generation batch (hf).")
+@click.option("--adapter", default=None, help="LoRA adapter folder for the local model (hf).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True, help="(hf)")
+@click.option("--cache", default=None, help="Answer cache folder [default: ~/.cache/mulcot-batch/teacher].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write cached answers.")
+@click.option("--id-col", default="post_id", show_default=True)
+@click.option("--text-col", default="text", show_default=True)
+@click.option("--image-col", default="image_path", show_default=True)
+@click.option("--aspect-col", default="aspect", show_default=True)
+@click.option("--label-col", default="label", show_default=True)
+@click.option("--image-root", default=None, help="Folder image paths are relative to [default: the input file's folder].")
+@click.option("--limit", type=int, default=None, help="Annotate only the first N input rows.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
+def annotate(input_file: str, **options) -> None:
+    """Teacher reasoning chains for the labelled posts in INPUT (Parquet), re-asked with the label as hint."""
+    from .teacher import annotate as teacher_job
+
+    teacher_job.annotate(teacher_job.AnnotateOptions(input=input_file, **options))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,80 @@
+"""The evaluation report as rich tables: headline numbers, per class, confusion matrix, chains."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def headline_table(report: dict) -> Table:
+    rows, labels = report["rows"], report["labels"]
+    table = Table(title=f"mulcot-batch evaluate: {report['scored']} vs {report['gold']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("model", ", ".join(report["models"]) or "n/a")
+    table.add_row("rows evaluated", f"{rows['evaluated']:,} (scored {rows['scored']:,}, gold {rows['gold']:,})")
+    if rows["scored_not_in_gold"] or rows["gold_not_in_scored"]:
+        table.add_row(
+            "left out (--allow-partial)",
+            f"{rows['scored_not_in_gold']:,} scored ids not in gold, {rows['gold_not_in_scored']:,} gold ids not scored",
+        )
+    table.add_row("error rows / no prediction", f"{report['error_rows']:,} / {labels['no_prediction']:,}")
+    table.add_row("accuracy", _num(labels.get("accuracy")))
+    table.add_row("weighted-F1", _num(labels.get("weighted_f1")))
+    table.add_row("macro-F1", _num(labels.get("macro_f1")))
+    return table
+
+
+def per_class_table(labels: dict) -> Table:
+    table = Table(title="per class")
+    for name in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(name, justify="left" if name == "label" else "right")
+    for label, values in labels["per_class"].items():
+        table.add_row(label, _num(values["precision"]), _num(values["recall"]), _num(values["f1"]), f"{values['support']:,}")
+    return table
+
+
+def confusion_table(labels: dict) -> Table:
+    matrix = labels["confusion_matrix"]
+    table = Table(title="confusion matrix (rows: gold, columns: predicted)")
+    table.add_column("gold \\ predicted")
+    for name in matrix["columns_predicted"]:
+        table.add_column(name, justify="right")
+    for gold, counts in zip(matrix["rows_gold"], matrix["counts"]):
+        table.add_row(gold, *(f"{c:,}" for c in counts))
+    return table
+
+
+def chains_table(chains: dict) -> Table:
+    table = Table(title="reasoning chains", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("rows with a chain", f"{chains['chains']:,} of {chains['rows']:,}")
+    table.add_row("complete (all five fields)", _share(chains["complete_share"]))
+    table.add_row("Prediction agrees with gold", _share(chains.get("label_agreement")))
+    table.add_row("Prediction agrees with scored label", _share(chains.get("agreement_with_scored_label")))
+    table.add_row("distinct-1 / distinct-2", f"{_num(chains['distinct_1'])} / {_num(chains['distinct_2'])}")
+    if "pairs" in chains:
+        table.add_row("pairs with a reference chain", f"{chains['pairs']:,}")
+        for key, name in (("bleu", "BLEU"), ("rouge_l_f1", "ROUGE-L F1"), ("meteor", "METEOR"), ("cosine", "MiniLM cosine")):
+            reason = chains["unavailable"].get(key)
+            table.add_row(name, f"unavailable: {reason}" if reason else _num(chains.get(key)))
+    else:
+        table.add_row("similarity to references", "n/a (the gold file has no reference chains)")
+    return table
+
+
+def report_tables(report: dict) -> Group:
+    """Everything a person reads after `evaluate`; the JSON holds the same numbers."""
+    parts = [headline_table(report), per_class_table(report["labels"]), confusion_table(report["labels"])]
+    if report["chains"] is not None:
+        parts.append(chains_table(report["chains"]))
+    return Group(*parts)
