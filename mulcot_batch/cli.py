@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -62,22 +63,24 @@ def score(inputs: tuple[str, ...], keep: str, **options) -> None:
 
 @main.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("--overwrite", is_flag=True, help="Same as score --overwrite.")
-@click.option("--quiet", is_flag=True, help="Same as score --quiet.")
-def run(job_file: str, overwrite: bool, quiet: bool) -> None:
-    """Run a job described in a TOML file (see jobs/); its keys are score's options."""
-    from .jobs import load_job
+@click.option("--overwrite", is_flag=True, help="Passed to the stages that take it (score).")
+@click.option("--quiet", is_flag=True, help="Passed to the stages that take it.")
+@click.pass_context
+def run(ctx: click.Context, job_file: str, overwrite: bool, quiet: bool) -> None:
+    """Run the stages of a TOML job file in order (see jobs/); each table is a command's options."""
+    from .jobs import read_job, stage_args
 
-    opts = load_job(Path(job_file))
-    opts.overwrite = opts.overwrite or overwrite
-    opts.quiet = opts.quiet or quiet
-    from .scoring_job import execute
-
-    execute(opts)
-
-
-#: `evaluate` options that only matter with --score-first (passed on to the scoring job).
-_SCORE_FIRST_OPTIONS = ("model", "adapter", "rationales", "batch_size", "max_new_tokens", "image_root", "limit", "workers", "dtype", "overwrite")
+    stages = read_job(Path(job_file))
+    for name, table in stages.items():
+        command = main.get_command(ctx, name.replace("_", "-"))
+        if command is None or name == "run":
+            raise JobError(f"job file {job_file}: [{name}] is not a mulcot-batch command")
+        args = stage_args(command, table, f"job file {job_file} [{name}]")
+        known = {p.name for p in command.params}
+        args += [f"--{flag}" for flag, on in (("overwrite", overwrite), ("quiet", quiet)) if on and flag in known]
+        if not quiet:
+            click.echo(f"== {name}: mulcot-batch {command.name} {' '.join(args)}", err=True)
+        command.main(args, prog_name=f"mulcot-batch {command.name}", standalone_mode=False)
 
 
 @main.command()
@@ -167,6 +170,69 @@ def annotate(input_file: str, **options) -> None:
     from .teacher import annotate as teacher_job
 
     teacher_job.annotate(teacher_job.AnnotateOptions(input=input_file, **options))
+
+
+def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: float, epochs: int) -> Callable:
+    """The options shared by train-assistant and distill; the defaults differ per stage."""
+    options = [
+        click.option("--train", required=True, help="Labelled posts (post_id, text, aspect, image_path, label)."),
+        click.option("--dev", required=True, help="Labelled dev posts: evaluated every epoch, best epoch kept."),
+        click.option("--chains", default=None, help="Teacher chains (annotate's output or rationales.parquet)."),
+        click.option("--out", required=True, help="Work folder: checkpoint.pt, metrics.jsonl, best/ (the model)."),
+        click.option("--image-root", default=None, help="Folder image paths are relative to [default: each file's folder]."),
+        click.option("--chain-holdout", type=float, default=0.2, show_default=True, help="Share of chains kept aside (by id hash)."),
+        click.option("--images/--no-images", "use_images", default=True, show_default=True),
+        click.option("--lora-r", type=int, default=lora_r, show_default=True, help="LoRA rank; 0 fine-tunes the whole LM."),
+        click.option("--lora-alpha", type=int, default=32 if lora_r <= 16 else 2 * lora_r, show_default=True),
+        click.option("--lora-dropout", type=float, default=lora_dropout, show_default=True),
+        click.option("--max-chain-tokens", type=int, default=384, show_default=True),
+        click.option("--epochs", type=int, default=epochs, show_default=True),
+        click.option("--lr", type=float, default=2e-4, show_default=True),
+        click.option("--projector-lr", type=float, default=1e-3, show_default=True),
+        click.option("--token-budget", type=int, default=2048, show_default=True, help="Tokens per batch (rows x length)."),
+        click.option("--grad-accum", type=int, default=1, show_default=True),
+        click.option("--w-label", type=float, default=1.0, show_default=True, help="Weight of the label-prompt loss."),
+        click.option("--w-reason", type=float, default=w_reason, show_default=True, help="Weight of the chain loss."),
+        click.option("--w-kd", type=float, default=w_kd, show_default=True, help="Weight of the KL loss to the assistant."),
+        click.option("--kd-temperature", type=float, default=2.0, show_default=True),
+        click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimizer steps between checkpoints."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--bf16/--fp32", default=True, show_default=True, help="bf16 autocast (CPU and GPU)."),
+        click.option("--threads", type=int, default=0, help="torch threads [default: torch's choice]."),
+    ]
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _train(assistant: str | None, params: dict) -> None:
+    from .training.loop import TrainConfig
+    from .training.recipes import TrainOptions, train_nano
+
+    config_keys = {f for f in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**{k: v for k, v in params.items() if k in config_keys})
+    opts = TrainOptions(assistant=assistant, config=config, **{k: v for k, v in params.items() if k not in config_keys})
+    summary = train_nano(opts, log=lambda message: click.echo(message, err=True))
+    click.echo(f"best epoch {summary['best_epoch']}; model in {Path(opts.out) / 'best'}", err=True)
+
+
+@main.command("train-assistant")
+@training_options(lora_r=64, lora_dropout=0.2, w_reason=0.5, w_kd=0.0, epochs=2)
+def train_assistant(**params) -> None:
+    """Multi-task fine-tuning of the assistant (label prompt + chain prompt); resumable."""
+    _train(None, params)
+
+
+@main.command()
+@click.option("--assistant", default=None, help="The trained assistant folder (train-assistant's OUT/best).")
+@training_options(lora_r=16, lora_dropout=0.05, w_reason=0.5, w_kd=1.0, epochs=1)
+def distill(assistant: str | None, **params) -> None:
+    """Joint training of the student: label + chain tasks + KD from the frozen assistant; resumable."""
+    _train(assistant, params)
 
 
 if __name__ == "__main__":

@@ -100,14 +100,16 @@ def job_identity(opts: ScoreOptions, files: list[Path]) -> dict:
 
 
 def _nano_fingerprint(model: str) -> str | None:
-    """A hash of the shipped nano parts, so new trained weights never mix with old results."""
-    if model != "nano":
-        return None
+    """A hash of the nano parts in use, so new trained weights never mix with old results."""
+    from .students import is_nano_folder
     from .students.nano import NANO_DIR
 
+    if model != "nano" and not is_nano_folder(model):
+        return None
+    folder = NANO_DIR if model == "nano" else Path(model)
     digest = hashlib.sha256()
-    for path in sorted(p for p in NANO_DIR.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(NANO_DIR).as_posix().encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -1,20 +1,27 @@
-"""TOML job files: the same options as `mulcot-batch score`, written down once.
+"""TOML job files: a sequence of stages, each a table named after a command, with its options.
 
     [score]
     inputs = ["sample_data"]
     out = "out/sample"
-    rationales = "all"
+    keep = ["created_at"]
 
-Relative paths are taken from the directory the command runs in, like the CLI's.
+    [train_assistant]          # tables run in file order
+    train = "data/train.parquet"
+    ...
+
+Keys are the command's option names with underscores; a list becomes a comma-separated value for
+`keep` and repeated values otherwise; `true`/`false` switch flags. The command's positional
+arguments are given by their own names (`inputs` for score, `scored` for evaluate, `input_file`
+for annotate). Relative paths are relative to the current directory, as on the command line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-from .engine import ScoreOptions
+import click
+
 from .errors import JobError
 
 if sys.version_info >= (3, 11):
@@ -22,26 +29,43 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+COMMA_SEPARATED = {"keep"}
 
-def load_job(path: Path) -> ScoreOptions:
+
+def read_job(path: Path) -> dict:
     if not path.is_file():
         raise JobError(f"job file not found: {path}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"job file {path} is not valid TOML: {exc}") from None
-    if "score" not in data:
-        raise JobError(f"job file {path} has no [score] table")
-    section = dict(data["score"])
-    known = {f.name for f in dataclasses.fields(ScoreOptions)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise JobError(f"job file {path}: unknown option(s) {', '.join(unknown)}")
-    for required in ("inputs", "out"):
-        if required not in section:
-            raise JobError(f"job file {path}: [score] needs {required!r}")
-    if isinstance(section["inputs"], str):
-        section["inputs"] = [section["inputs"]]
-    if isinstance(section.get("keep"), str):
-        section["keep"] = [c.strip() for c in section["keep"].split(",") if c.strip()]
-    return ScoreOptions(**section)
+    if not data:
+        raise JobError(f"job file {path} has no stages")
+    return data
+
+
+def stage_args(command: click.Command, table: dict, where: str) -> list[str]:
+    """The command line that a stage table stands for, checked against the command's parameters."""
+    params = {p.name: p for p in command.params}
+    args: list[str] = []
+    for key, value in table.items():
+        param = params.get(key)
+        if param is None:
+            raise JobError(f"{where}: unknown option {key!r}")
+        if isinstance(param, click.Argument):
+            args += [str(v) for v in (value if isinstance(value, list) else [value])]
+        else:
+            args += _option_args(param, value)
+    return args
+
+
+def _option_args(param: click.Option, value) -> list[str]:
+    if param.is_flag:
+        flag = param.opts[0] if value else (param.secondary_opts[0] if param.secondary_opts else None)
+        return [flag] if flag else []
+    name = param.opts[0]
+    if isinstance(value, list):
+        if param.name in COMMA_SEPARATED:
+            return [name, ",".join(map(str, value))]
+        return [part for item in value for part in (name, str(item))]
+    return [name, str(value)]

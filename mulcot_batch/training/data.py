@@ -39,6 +39,8 @@ def load_examples(
     if not path.is_file():
         raise JobError(f"training data not found: {path}")
     frame = pl.read_parquet(path)
+    if "status" in frame.columns:  # annotate's output: only the chains the teacher delivered
+        frame = frame.filter(pl.col("status") == "ok")
     required = {"post_id", "text", "label"} | ({chain_col} if chain_col else set())
     missing = required - set(frame.columns)
     if missing:
