@@ -51,13 +51,19 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace another job's results in --out instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
-def score(inputs: tuple[str, ...], keep: str, **options) -> None:
+@click.option("--report", "with_report", is_flag=True, help="Then write a report to OUT/report (see `report`).")
+def score(inputs: tuple[str, ...], keep: str, with_report: bool, **options) -> None:
     """Score INPUT Parquet files (or folders of them) into --out; rerun the same command to resume."""
     from .engine import ScoreOptions
     from .scoring_job import execute
 
     opts = ScoreOptions(inputs=list(inputs), keep=[c.strip() for c in keep.split(",") if c.strip()], **options)
-    execute(opts)
+    after = None
+    if with_report:
+        from .reporting.after_scoring import default_options, report_step
+
+        after = report_step(lambda: default_options(opts.out, opts.text_col, opts.quiet))
+    execute(opts, after=after)
 
 
 @main.command()
@@ -71,9 +77,30 @@ def run(job_file: str, overwrite: bool, quiet: bool) -> None:
     opts = load_job(Path(job_file))
     opts.overwrite = opts.overwrite or overwrite
     opts.quiet = opts.quiet or quiet
+    from .jobs import load_report_step
     from .scoring_job import execute
 
-    execute(opts)
+    execute(opts, after=load_report_step(Path(job_file), opts))
+
+
+@main.command()
+@click.argument("scored", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder (Parquet tables, report.html).")
+@click.option("--by", multiple=True, help="Group by a column (aspect, kept columns) or hashtag / mention; repeat or comma-separate.")
+@click.option("--time-col", default=None, help="Timestamp column for the series over time (a kept column).")
+@click.option("--every", default=None, help="Time bucket, any polars duration: 1h, 1d, 1w, 1mo  [default: 1d]")
+@click.option("--min-posts", type=int, default=10, show_default=True, help="Groups with fewer posts are folded into (other).")
+@click.option("--top", type=int, default=10, show_default=True, help="Groups per key with a series, exemplars and a row on the page.")
+@click.option("--exemplars", type=int, default=3, show_default=True, help="Example posts per label (and per top group).")
+@click.option("--text-col", default="text", show_default=True, help="Kept text column that hashtags and mentions are read from.")
+@click.option("--html/--no-html", default=True, show_default=True, help="Write report.html.")
+@click.option("--summary/--no-summary", default=None, help="Rich summary on stderr  [default: when stderr is a terminal]")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def report(scored: tuple[str, ...], by: tuple[str, ...], **options) -> None:
+    """Aggregate SCORED output folders (of `score`) into Parquet tables, a summary and report.html."""
+    from .reporting import ReportOptions, run_report
+
+    run_report(ReportOptions(scored=list(scored), by=[k for b in by for k in b.split(",")], **options))
 
 
 if __name__ == "__main__":
