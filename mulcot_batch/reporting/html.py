@@ -8,6 +8,7 @@ from the data is HTML-escaped).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .report import Report
 
 NANO_JSON = Path(__file__).resolve().parent.parent / "models" / "nano" / "nano.json"
+UNIT_WORDS = {"y": "year", "q": "quarter", "mo": "month", "w": "week", "d": "day", "h": "hour", "m": "minute", "s": "second",
+              "ms": "millisecond", "us": "microsecond", "ns": "nanosecond"}  # fmt: skip
 CHAIN_TITLES = {
     "text_analysis": "Text analysis",
     "image_analysis": "Image analysis",
@@ -181,12 +184,21 @@ def _time_section(report: Report) -> str:
     missing = row.get("posts_without_time") or 0
     untimed = f" {missing:,} posts have no value in <code>{escape(axis.column)}</code> and are left out here." if missing else ""
     return (
-        head + f"<p>Each point is one <b>{escape(axis.every)}</b> bucket of <code>{escape(axis.column)}</code>. "
+        head + f"<p>Each point is one {_duration_words(axis.every)} of <code>{escape(axis.column)}</code>. "
         "Net sentiment is (positive posts &minus; negative posts) / scored posts in the bucket: +1 would be all "
         "positive, &minus;1 all negative, 0 balanced. The bars below show how many posts each bucket holds; a point "
         f"resting on few posts says little.{untimed}</p>"
         f'<figure data-chart="over-time">{chart}</figure></section>'
     )
+
+
+def _duration_words(every: str) -> str:
+    """`1d` -> "day", `6h` -> "6 hours", anything unusual as written (`--every 1h30m`)."""
+    match = re.fullmatch(r"(\d+)(mo|ms|us|ns|[yqwdhms])", every)
+    if not match:
+        return f"<b>{escape(every)}</b> bucket"
+    count, unit = int(match.group(1)), UNIT_WORDS[match.group(2)]
+    return f"<b>{unit}</b>" if count == 1 else f"<b>{count} {unit}s</b> bucket"
 
 
 # --- groups ----------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from .options import HASHTAG, MENTION
 GROUP = "group"
 
 # `#word` and `@user`, also in the tokenised form `# word` / `@ user` of the Twitter-2015/2017
-# benchmark dumps. The sign must start a word (not `C#`, `a@b.com`, `&#39;`); a hashtag needs a
-# letter (`#1` is not one, as on Twitter). Matches are lower-cased: #IBM and #ibm are one tag.
+# benchmark dumps. The sign must not follow a letter or digit (`\B`: not `C#`, not `a@b.com`); a
+# hashtag needs a letter (`#1` is not one, as on Twitter). Tags are lower-cased: #IBM is #ibm.
 TAG_PATTERNS = {
-    HASHTAG: r"(?:^|[^\w&])[#＃]\s?(\w*[^\W\d]\w*)",
-    MENTION: r"(?:^|[^\w])[@＠]\s?(\w+)",
+    HASHTAG: r"\B[#＃]\s?\w*[^\W\d]\w*",
+    MENTION: r"\B[@＠]\s?\w+",
 }
+SIGNS = "#＃@＠ \t\r\n"
 NOT_GROUPABLE = {"p_positive", "p_neutral", "p_negative", "confidence", "rationale", "error", *CHAIN_FIELDS}
 
 
@@ -44,14 +45,10 @@ class GroupKey:
     def group_expr(self) -> pl.Expr:
         if not self.from_text:
             return pl.col(self.column).cast(pl.String).alias(GROUP)
-        pattern = TAG_PATTERNS[self.name]
-        matches = pl.col(self.column).str.extract_all(pattern)
-        return matches.list.eval(pl.element().str.extract(pattern, 1).str.to_lowercase()).list.unique().alias(GROUP)
-
-    def attach(self, frame: pl.LazyFrame) -> pl.LazyFrame:
-        """`frame` with a `group` column, one row per (post, group) pair."""
-        frame = frame.with_columns(self.group_expr())
-        return frame.explode(GROUP) if self.from_text else frame
+        found = pl.col(self.column).str.extract_all(TAG_PATTERNS[self.name])
+        tags = found.list.eval(pl.element().str.strip_chars_start(SIGNS).str.to_lowercase()).list.unique()
+        # no tag -> null, which explodes to one row in the null group ("(none)") in every polars version
+        return pl.when(tags.list.len() > 0).then(tags).alias(GROUP)
 
     @property
     def file_stem(self) -> str:

@@ -1,8 +1,8 @@
 """Do the text and the image point the same way? Read from the chains' analysis fields.
 
 MulCoT-RD chains analyse the text and the image separately before resolving any conflict. The
-sentiment a field points to is the label word it mentions (positive / neutral / negative, whole
-words, any case): one distinct word gives that label, two or more different ones give `mixed`, none
+sentiment a field points to is the label word it mentions (positive / neutral / negative, in any
+case, also inside a longer word such as "positively"): one distinct word gives that label, two or more different ones give `mixed`, none
 gives `unclear` (e.g. "there is no image"). A post is a conflict when both fields give a label and
 the labels differ; the final label is the post's `label` (the scored arg-max).
 """
@@ -17,14 +17,19 @@ from .measures import OK
 from .tables import collect
 
 MIXED, UNCLEAR = "mixed", "unclear"
-LABEL_WORD = r"\b(?:positive|neutral|negative)\b"
 
 
 def field_sentiment(column: str) -> pl.Expr:
-    """positive / neutral / negative, `mixed` or `unclear`, from the label words of a chain field."""
-    words = pl.col(column).str.to_lowercase().str.extract_all(LABEL_WORD).list.unique()
-    count = words.list.len().fill_null(0)
-    return pl.when(count == 1).then(words.list.first()).when(count > 1).then(pl.lit(MIXED)).otherwise(pl.lit(UNCLEAR))
+    """positive / neutral / negative, `mixed` or `unclear`, from the label words of a chain field.
+
+    Literal substring tests on the lower-cased field (fast: no regex), so "positively" counts as
+    positive, as a reader would take it.
+    """
+    low = pl.col(column).str.to_lowercase()
+    found = [low.str.contains(label, literal=True).fill_null(False) for label in LABELS]
+    count = pl.sum_horizontal(*(f.cast(pl.Int8) for f in found))
+    single = pl.when(found[0]).then(pl.lit(LABELS[0])).when(found[1]).then(pl.lit(LABELS[1])).otherwise(pl.lit(LABELS[2]))
+    return pl.when(count == 1).then(single).when(count > 1).then(pl.lit(MIXED)).otherwise(pl.lit(UNCLEAR))
 
 
 def modality_table(archive: ScoredArchive) -> pl.DataFrame:

@@ -6,6 +6,7 @@ before the first data page is read, so a bad report fails in well under a second
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +20,8 @@ from .keys import GroupKey, resolve_keys
 from .modality import modality_table
 from .options import ReportOptions, check_report_options
 from .output import ReportFolder
-from .tables import confidence_table, group_table, overall_table, series_table
+from .keyframes import key_frame
+from .tables import confidence_table, group_table, overall_table, overview_cube, series_table
 from .timeaxis import TimeAxis, resolve_time_axis
 
 HTML_FILE = "report.html"
@@ -85,20 +87,27 @@ def run_report(opts: ReportOptions) -> Report:
 
 def compute_report(plan: ReportPlan) -> Report:
     opts, archive, axis = plan.options, plan.archive, plan.axis
-    overall = overall_table(archive, axis)
+    cube = overview_cube(archive, axis)
+    overall = overall_table(cube, archive, axis)
     total = int(overall["posts"][0])
-    groups = {key: group_table(archive, key, opts.min_posts, total) for key in plan.keys}
-    over_time = series_table(archive, axis, groups, opts.top) if axis is not None else None
+    plan.folder.prepare()
+    with tempfile.TemporaryDirectory(prefix=".report-tmp-", dir=plan.folder.root) as workdir:
+        keyed = {}
+        for key in plan.keys:
+            frame = key_frame(archive, key, axis, Path(workdir))
+            keyed[key] = (frame, group_table(frame, opts.min_posts, total))
+        over_time = series_table(cube, keyed, opts.top) if axis is not None else None
+        exemplars = exemplar_table(archive, keyed, opts.top, opts.exemplars, opts.text_col, axis)
     return Report(
         options=opts,
         archive=archive,
         axis=axis,
         overall=overall,
-        groups={key.name: table for key, table in groups.items()},
+        groups={key.name: table for key, (_, table) in keyed.items()},
         over_time=over_time,
         modality=modality_table(archive),
-        exemplars=exemplar_table(archive, groups, opts.top, opts.exemplars, opts.text_col, axis),
-        confidence=confidence_table(archive),
+        exemplars=exemplars,
+        confidence=confidence_table(cube),
     )
 
 
@@ -106,7 +115,6 @@ def write_report(plan: ReportPlan, report: Report) -> list[Path]:
     from .html import render_page
 
     folder = plan.folder
-    folder.prepare()
     written = [folder.write_table("overall", report.overall)]
     for key in plan.keys:
         written.append(folder.write_table(key.file_stem, report.groups[key.name]))

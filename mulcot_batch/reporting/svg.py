@@ -162,8 +162,10 @@ def _net_line(buckets: list[datetime], net: list[float | None], x_of, y_net, ste
 
 
 def _time_ticks(buckets: list[datetime], x_of, bar_w: float, y: float, fmt: str) -> str:
-    count = min(6, len(buckets))
-    picks = sorted({round(i * (len(buckets) - 1) / max(1, count - 1)) for i in range(count)})
+    if len(buckets) <= 8:
+        picks = list(range(len(buckets)))  # few buckets: label every one
+    else:
+        picks = sorted({round(i * (len(buckets) - 1) / 5) for i in range(6)})
     return "".join(_text(x_of(buckets[i]) + bar_w / 2, y, buckets[i].strftime(fmt), "middle", 11) for i in picks)
 
 
