@@ -23,6 +23,7 @@ from ..writing import JOB_FILE, PARTS
 
 SCORE_NAMES = [name for name, _ in SCORE_COLUMNS]
 ROW = "__row"  # internal row index, stable across scans of the same archive
+STREAMING = "streaming"
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,32 @@ class ScoredArchive:
     schema: pl.Schema
     id_col: str
     models: list[str]
-    rows: int
+    part_rows: list[int]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.part_rows)
 
     @property
     def kept(self) -> list[str]:
         """The pass-through columns (`--keep` of the scoring job), in output order."""
         return [c for c in self.schema.names() if c != self.id_col and c not in SCORE_NAMES]
 
-    def scan(self, row_index: bool = False) -> pl.LazyFrame:
-        """A lazy scan of every part; columns a part lacks are read as nulls of the unified type."""
+    def scan(self, row_index: bool = False, parts: list[int] | None = None) -> pl.LazyFrame:
+        """A lazy scan of every part (or of the parts numbered `parts`, for a few rows' details);
+        columns a part lacks are read as nulls of the unified type."""
         return pl.scan_parquet(
-            self.parts,
+            self.parts if parts is None else [self.parts[i] for i in parts],
             schema=self.schema,
             missing_columns="insert",
             cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast"),
             row_index_name=ROW if row_index else None,
         )
+
+
+def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """Run a query on polars' streaming engine: batches of rows, never the whole archive at once."""
+    return frame.collect(engine=STREAMING)
 
 
 def open_archive(paths: Iterable[str]) -> ScoredArchive:
@@ -79,7 +90,7 @@ def open_archive(paths: Iterable[str]) -> ScoredArchive:
     schema = _unified_schema(infos, id_col)
     models = _single_model(infos)
     _same_weights(folders)
-    return ScoredArchive(folders, [i.path for i in infos], schema, id_col, models, sum(i.rows for i in infos))
+    return ScoredArchive(folders, [i.path for i in infos], schema, id_col, models, [i.rows for i in infos])
 
 
 def _find_parts(raw: str) -> tuple[Path, list[Path]]:

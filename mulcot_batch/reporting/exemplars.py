@@ -1,44 +1,41 @@
 """Representative posts: the most confident per label (overall and per top group), and the least
 confident per label as a review queue.
 
-Picking reads only light columns (row index, label, confidence, the key); the chains and texts of
-the few picked rows are fetched in one more scan, so long rationale strings are never held for the
-whole archive. Ties in confidence go to the earlier row, so the same archive gives the same picks.
+Picks come from the digest (row index, label, confidence, the key); the text and chain of the few
+picked rows are then read from only the part files that hold them, so long rationale strings are
+never read for the whole archive a second time. Ties in confidence go to the earlier row, so the
+same archive gives the same picks.
 """
 
 from __future__ import annotations
 
+import bisect
+from itertools import accumulate
+
 import polars as pl
 
 from ..schema import CHAIN_FIELDS, LABELS
-from .archive import ROW, ScoredArchive
-from .keys import GROUP, GroupKey
+from .archive import ROW, ScoredArchive, collect
+from .digest import Digest
+from .keys import GROUP
 from .measures import OK
-from .tables import BY, collect, top_groups
+from .tables import BY, Keyed, top_groups
 from .timeaxis import TimeAxis
 
 MOST, LEAST = "most_confident", "least_confident"
 KIND_ORDER = {MOST: 0, LEAST: 1}
 PICK_COLUMNS = ["kind", BY, GROUP, "label", ROW]
 GROUP_RANK = "__group_rank"
+PART_ROW = "__part_row"
 
 
 def exemplar_table(
-    archive: ScoredArchive,
-    keyed: dict[GroupKey, tuple[pl.LazyFrame, pl.DataFrame]],
-    top: int,
-    per_label: int,
-    text_col: str,
-    axis: TimeAxis | None,
+    archive: ScoredArchive, digest: Digest, keyed: Keyed, top: int, per_label: int, text_col: str, axis: TimeAxis | None
 ) -> pl.DataFrame:
     """Picked posts with their text (when kept), scores and chain, ranked within their pick."""
-    picks = _all_picks(archive, keyed, top, per_label)
-    rows = collect(
-        archive.scan(row_index=True)
-        .filter(pl.col(ROW).is_in(picks[ROW].unique().implode()))
-        .select(ROW, *_display_columns(archive, text_col, axis))
-    )
-    key_order = {None: -1, **{key.name: i for i, key in enumerate(keyed)}}
+    picks = _all_picks(digest, keyed, top, per_label)
+    rows = fetch_rows(archive, picks[ROW].unique().sort().to_list(), _display_columns(archive, text_col, axis))
+    key_order = {name: i for i, name in enumerate(k.name for k in keyed)}
     table = picks.join(rows, on=ROW, how="left")
     confident_first = pl.when(pl.col("kind") == MOST).then(-pl.col("confidence")).otherwise(pl.col("confidence"))
     table = table.sort(
@@ -54,9 +51,9 @@ def exemplar_table(
     )
 
 
-def _all_picks(archive: ScoredArchive, keyed: dict[GroupKey, tuple[pl.LazyFrame, pl.DataFrame]], top: int, k: int) -> pl.DataFrame:
+def _all_picks(digest: Digest, keyed: Keyed, top: int, k: int) -> pl.DataFrame:
     """Most and least confident per label over all posts (one pass), most per top group per key."""
-    light = archive.scan(row_index=True).filter(OK).select(ROW, "label", "confidence")
+    light = digest.scan().filter(OK).select(ROW, "label", "confidence")
     picked = collect(
         light.group_by("label").agg(
             pl.col(ROW).top_k_by(_order_key(most=True), k).alias(MOST),
@@ -93,6 +90,29 @@ def _order_key(most: bool) -> pl.Expr:
     confidence = (pl.col("confidence").cast(pl.Float64) * 2**25).cast(pl.UInt64) * 2**32
     row = pl.col(ROW).cast(pl.UInt64)
     return confidence + (2**32 - 1 - row if most else row)
+
+
+def fetch_rows(archive: ScoredArchive, rows: list[int], columns: list[pl.Expr]) -> pl.DataFrame:
+    """`columns` of the archive rows `rows` (global row indices, sorted), reading only their parts.
+
+    The global index of a row is its part's offset plus its index in the part, so the parts to
+    read are found by bisecting the running row counts; in a scan of just those parts, a row's
+    index is the rows of the chosen parts before it plus its index in its part.
+    """
+    if not rows:  # nothing scored: the right columns, no rows, one part's footer read
+        return collect(archive.scan(row_index=True, parts=[0]).head(0).select(pl.col(ROW), *columns))
+    starts = [0, *accumulate(archive.part_rows)]
+    parts = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
+    offset_in_scan, before = {}, 0
+    for part in parts:
+        offset_in_scan[part] = before - starts[part]
+        before += archive.part_rows[part]
+    wanted = [r + offset_in_scan[bisect.bisect_right(starts, r) - 1] for r in rows]
+    mapping = pl.DataFrame({PART_ROW: wanted, ROW: rows}, schema={PART_ROW: pl.UInt32, ROW: pl.UInt32})
+    found = collect(
+        archive.scan(row_index=True, parts=parts).filter(pl.col(ROW).is_in(wanted)).select(pl.col(ROW).alias(PART_ROW), *columns)
+    )
+    return mapping.join(found, on=PART_ROW, how="left").drop(PART_ROW)
 
 
 def _display_columns(archive: ScoredArchive, text_col: str, axis: TimeAxis | None) -> list[pl.Expr]:

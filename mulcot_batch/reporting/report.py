@@ -20,8 +20,9 @@ from .keys import GroupKey, resolve_keys
 from .modality import modality_table
 from .options import ReportOptions, check_report_options
 from .output import ReportFolder
-from .keyframes import key_frame
-from .tables import confidence_table, group_table, overall_table, overview_cube, series_table
+from .digest import HAS_CHAIN, build_digest
+from .measures import OK
+from .tables import Keyed, confidence_table, group_table, overall_table, overview_cube, series_table
 from .timeaxis import TimeAxis, resolve_time_axis
 
 HTML_FILE = "report.html"
@@ -86,29 +87,29 @@ def run_report(opts: ReportOptions) -> Report:
 
 
 def compute_report(plan: ReportPlan) -> Report:
-    opts, archive, axis = plan.options, plan.archive, plan.axis
-    cube = overview_cube(archive, axis)
-    overall = overall_table(cube, archive, axis)
-    total = int(overall["posts"][0])
+    """The digest first (the only pass over the parts), every table from it, then the exemplars."""
+    opts, archive = plan.options, plan.archive
     plan.folder.prepare()
     with tempfile.TemporaryDirectory(prefix=".report-tmp-", dir=plan.folder.root) as workdir:
-        keyed = {}
+        digest = build_digest(archive, plan.keys, plan.axis, Path(workdir))
+        cube = overview_cube(digest)
+        overall = overall_table(cube, digest, archive)
+        total = int(overall["posts"][0])
+        keyed: Keyed = {}
         for key in plan.keys:
-            frame = key_frame(archive, key, axis, Path(workdir))
+            frame = digest.key_frame(key)
             keyed[key] = (frame, group_table(frame, opts.min_posts, total))
-        over_time = series_table(cube, keyed, opts.top) if axis is not None else None
-        exemplars = exemplar_table(archive, keyed, opts.top, opts.exemplars, opts.text_col, axis)
-    return Report(
-        options=opts,
-        archive=archive,
-        axis=axis,
-        overall=overall,
-        groups={key.name: table for key, (_, table) in keyed.items()},
-        over_time=over_time,
-        modality=modality_table(archive),
-        exemplars=exemplars,
-        confidence=confidence_table(cube),
-    )
+        return Report(
+            options=opts,
+            archive=archive,
+            axis=plan.axis,
+            overall=overall,
+            groups={key.name: table for key, (_, table) in keyed.items()},
+            over_time=series_table(cube, keyed, opts.top) if plan.axis is not None else None,
+            modality=modality_table(digest.scan(), OK, HAS_CHAIN),
+            exemplars=exemplar_table(archive, digest, keyed, opts.top, opts.exemplars, opts.text_col, plan.axis),
+            confidence=confidence_table(cube),
+        )
 
 
 def write_report(plan: ReportPlan, report: Report) -> list[Path]:

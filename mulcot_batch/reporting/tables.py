@@ -1,21 +1,23 @@
 """The aggregate tables: overall, over time, the confidence histogram, and by group.
 
-Overall, the series and the histogram come from one streaming pass: a small "cube" of additive
-sums per (time bucket, label, confidence bin), at most buckets x 3 x 14 cells whatever the archive
-size, which the three tables are then summed out of. Each `--by` key costs one more pass for its
-groups and one for its per-group series, over a frame of light columns only (see keyframes.py).
+All read the digest (digest.py), never the parts. Overall, the series and the histogram come from
+one streaming pass: a small "cube" of additive sums per (time bucket, label, confidence bin), at
+most buckets x 3 x 14 cells whatever the archive size, which the three tables are summed out of.
+Each `--by` key costs one more pass for its groups and one for its per-group series.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from .archive import ScoredArchive
+from .archive import ScoredArchive, collect
 from .keys import GROUP, GroupKey
 from .measures import MEASURE_COLUMNS, OK, OTHER, SUM_COLUMNS, add_sums, derive, fold_small, sum_exprs
-from .timeaxis import BUCKET, TimeAxis
+from .digest import HAS_CHAIN, TIME, Digest
+from .timeaxis import BUCKET
 
-STREAMING = "streaming"
+Keyed = dict[GroupKey, tuple[pl.LazyFrame, pl.DataFrame]]  # key -> (its digest frame, its group table)
+
 TOP_REASONS = 20
 BY = "by"
 BIN = "bin"
@@ -25,26 +27,21 @@ BINS = 20
 REASONS_DTYPE = pl.List(pl.Struct({"reason": pl.String, "posts": pl.Int64}))
 
 
-def collect(frame: pl.LazyFrame) -> pl.DataFrame:
-    """Run a query on polars' streaming engine: batches of rows, never the whole archive at once."""
-    return frame.collect(engine=STREAMING)
-
-
-def overview_cube(archive: ScoredArchive, axis: TimeAxis | None) -> pl.DataFrame:
+def overview_cube(digest: Digest) -> pl.DataFrame:
     """Sums per (bucket, label, confidence bin): the one pass behind overall, series and histogram."""
     conf_bin = (pl.col("confidence") * BINS).floor().cast(pl.Int64).clip(FIRST_BIN, BINS - 1)
     dims = [pl.when(OK).then(pl.col("label")).alias("label"), pl.when(OK).then(conf_bin).alias(BIN)]
-    extra = [pl.col("rationale").is_not_null().sum().cast(pl.Int64).alias("with_rationale")]
-    if axis is not None:
-        dims.append(axis.bucket_expr())
-        extra += [axis.timestamps.min().alias("time_min"), axis.timestamps.max().alias("time_max")]
-    return collect(archive.scan().group_by(dims).agg(*sum_exprs(), *extra))
+    extra = [pl.col(HAS_CHAIN).sum().cast(pl.Int64).alias("with_rationale")]
+    if digest.every is not None:
+        dims.append(digest.bucket_expr())
+        extra += [pl.col(TIME).min().alias("time_min"), pl.col(TIME).max().alias("time_max")]
+    return collect(digest.scan().group_by(dims).agg(*sum_exprs(), *extra))
 
 
-def overall_table(cube: pl.DataFrame, archive: ScoredArchive, axis: TimeAxis | None) -> pl.DataFrame:
+def overall_table(cube: pl.DataFrame, digest: Digest, archive: ScoredArchive) -> pl.DataFrame:
     """One row: the measures over every post, plus errors by reason and what the report read."""
     extra = [pl.col("with_rationale").sum()]
-    if axis is not None:
+    if digest.every is not None:
         extra += [
             pl.col("time_min").min(),
             pl.col("time_max").max(),
@@ -52,7 +49,7 @@ def overall_table(cube: pl.DataFrame, archive: ScoredArchive, axis: TimeAxis | N
         ]
     sums = cube.select(*add_sums(), *extra)
     table = derive(sums).with_columns(
-        pl.lit(pl.Series([errors_by_reason(archive).to_dicts()], dtype=REASONS_DTYPE)).alias("errors_by_reason"),
+        pl.lit(pl.Series([errors_by_reason(digest).to_dicts()], dtype=REASONS_DTYPE)).alias("errors_by_reason"),
         pl.lit(pl.Series([archive.models], dtype=pl.List(pl.String))).alias("models"),
         pl.lit(pl.Series([[str(f) for f in archive.folders]], dtype=pl.List(pl.String))).alias("sources"),
     )
@@ -60,10 +57,10 @@ def overall_table(cube: pl.DataFrame, archive: ScoredArchive, axis: TimeAxis | N
     return table.select(*front, *(c for c in table.columns if c not in front))
 
 
-def errors_by_reason(archive: ScoredArchive) -> pl.DataFrame:
+def errors_by_reason(digest: Digest) -> pl.DataFrame:
     """Error rows per reason, most frequent first; rare reasons past the top 20 summed as (other)."""
     counts = collect(
-        archive.scan().filter(~OK).group_by(pl.col("error").fill_null("(no reason given)").alias("reason")).agg(
+        digest.scan().filter(~OK).group_by(pl.col("error").fill_null("(no reason given)").alias("reason")).agg(
             pl.len().cast(pl.Int64).alias("posts")
         )
     ).sort(["posts", "reason"], descending=[True, False])
@@ -101,7 +98,7 @@ def top_groups(table: pl.DataFrame, top: int) -> list[str | None]:
     return table.filter(pl.col("groups") == 1)[GROUP].head(top).to_list()
 
 
-def series_table(cube: pl.DataFrame, keyed: dict[GroupKey, tuple[pl.LazyFrame, pl.DataFrame]], top: int) -> pl.DataFrame:
+def series_table(cube: pl.DataFrame, keyed: Keyed, top: int) -> pl.DataFrame:
     """Measures per time bucket: over all posts (`by` null), then per top group of each key.
 
     Per key, the `top` largest groups get their own series and every other post is in `(other)`,
