@@ -44,7 +44,9 @@ WORDS = np.array(
     "great awful game tonight new phone launch love hate rain city team win loss vote debate "
     "music concert traffic coffee morning news price update fans crowd goal match show".split()
 )
-ERRORS = np.array(["empty text and no usable image (missing)", "post id is null", "could not prepare post: ValueError: x"])
+ERRORS = np.array(
+    ["empty text and no usable image (missing)", "post id is null", "could not prepare post: ValueError: x"]
+)
 
 
 def zipf_ids(rng: np.random.Generator, n: int, size: int, a: float = 1.2) -> np.ndarray:
@@ -175,7 +177,10 @@ def main() -> None:
         if not (archive / "parts").is_dir():
             t = time.perf_counter()
             build_archive(archive, args.rows, args.parts)
-            print(f"built {args.rows:,} rows in {args.parts} parts in {time.perf_counter() - t:.1f} s: {archive}", flush=True)
+            print(
+                f"built {args.rows:,} rows in {args.parts} parts in {time.perf_counter() - t:.1f} s: {archive}",
+                flush=True,
+            )
         size = sum(p.stat().st_size for p in (archive / "parts").glob("*.parquet"))
         result = run_report(archive, work / "report", extra)
         result.update(rows=args.rows, parts=args.parts, archive_mib=round(size / 2**20, 1))

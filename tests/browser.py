@@ -58,7 +58,9 @@ class PageVisit:
         found = [f"console {m.get('type') or m.get('level')}: {json.dumps(m)[:300]}" for m in self.console]
         found += [f"exception: {json.dumps(e)[:300]}" for e in self.exceptions]
         found += [f"failed request: {url}" for url in self.failed]
-        found += [f"network request: {url}" for url in self.requests if not url.startswith(("file:", "data:", "about:"))]
+        found += [
+            f"network request: {url}" for url in self.requests if not url.startswith(("file:", "data:", "about:"))
+        ]
         return found
 
 
@@ -98,7 +100,9 @@ class Chromium:
             self.call(f"{domain}.enable", {}, session=session)
         return session
 
-    def call(self, method: str, params: dict | None = None, session: str | None | bool = True, timeout: float = 60) -> dict:
+    def call(
+        self, method: str, params: dict | None = None, session: str | None | bool = True, timeout: float = 60
+    ) -> dict:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         sid = self.session if session is True else session

@@ -87,14 +87,18 @@ def test_overall_counts_errors_apart_from_label_shares(report: Path, posts: pl.D
 
 def test_by_column_matches_group_by_and_folds_small_groups(scored: Path, posts: pl.DataFrame, tmp_path: Path):
     out = tmp_path / "rep"
-    assert run_cli("report", scored, "--out", out, "--by", "aspect", "--min-posts", "101", "--no-summary").exit_code == 0
+    assert (
+        run_cli("report", scored, "--out", out, "--by", "aspect", "--min-posts", "101", "--no-summary").exit_code == 0
+    )
     by = table(out, "by_aspect")
     # 150 game, 100 Obama, 50 iPhone, 100 without aspect: Obama and iPhone fold, null never does
     assert by["group"].to_list() == ["game", None, "(other)"]
     assert by["groups"].to_list() == [1, 1, 2]
     for row in by.iter_rows(named=True):
         members = {"(other)": ["Obama", "iPhone"]}.get(row["group"], [row["group"]])
-        subset = posts.filter(pl.col("aspect").is_in([m for m in members if m]) if row["group"] else pl.col("aspect").is_null())
+        subset = posts.filter(
+            pl.col("aspect").is_in([m for m in members if m]) if row["group"] else pl.col("aspect").is_null()
+        )
         assert_measures(row, expected_measures(subset))
         assert row["share_of_posts"] == pytest.approx(subset.height / posts.height)
 
@@ -134,7 +138,9 @@ def test_modality_reads_text_and_image_sentiment_from_the_chain(report: Path, po
     modality = table(report, "modality")
     chained = posts.filter(pl.col("rationale").is_not_null())
     word = lambda text: re.search(r"(positive|neutral|negative)", text).group(1)  # noqa: E731
-    pairs = [(word(t), word(i), lab) for t, i, lab in chained.select("text_analysis", "image_analysis", "label").iter_rows()]
+    pairs = [
+        (word(t), word(i), lab) for t, i, lab in chained.select("text_analysis", "image_analysis", "label").iter_rows()
+    ]
     assert modality["posts"].sum() == len(pairs)
     conflicts = modality.filter(pl.col("conflict"))
     assert conflicts["posts"].sum() == sum(t != i for t, i, _ in pairs)
@@ -231,7 +237,9 @@ def test_rerun_with_other_keys_removes_stale_tables_only(scored: Path, tmp_path:
 
 
 def test_terminal_summary(scored: Path, tmp_path: Path):
-    result = run_cli("report", scored, "--out", tmp_path / "rep", "--by", "aspect", "--time-col", "created_at", "--summary")
+    result = run_cli(
+        "report", scored, "--out", tmp_path / "rep", "--by", "aspect", "--time-col", "created_at", "--summary"
+    )
     assert result.exit_code == 0
     text = result.stderr
     for expected in ("posts", "positive", "neutral", "negative", "net sentiment", "by aspect", "game", "modality:"):
@@ -275,7 +283,9 @@ def test_parts_with_mixed_schemas(scored: Path, tmp_path: Path):
     shutil.copytree(scored, bad)
     part = pq.read_table(next((bad / "parts").iterdir()))
     author = part.schema.get_field_index("author")
-    pq.write_table(part.set_column(author, "author", pa.array(range(part.num_rows))), bad / "parts" / "part-00001-0000000.parquet")
+    pq.write_table(
+        part.set_column(author, "author", pa.array(range(part.num_rows))), bad / "parts" / "part-00001-0000000.parquet"
+    )
     assert "mixed schemas" in refused(bad, "--out", tmp_path / "rep")
     foreign = tmp_path / "foreign" / "parts"
     foreign.mkdir(parents=True)
@@ -284,7 +294,10 @@ def test_parts_with_mixed_schemas(scored: Path, tmp_path: Path):
     float64 = tmp_path / "f64"
     shutil.copytree(scored, float64)
     index = part.schema.get_field_index("confidence")
-    pq.write_table(part.set_column(index, "confidence", part["confidence"].cast(pa.float64())), float64 / "parts" / "part-00002-0000000.parquet")
+    pq.write_table(
+        part.set_column(index, "confidence", part["confidence"].cast(pa.float64())),
+        float64 / "parts" / "part-00002-0000000.parquet",
+    )
     assert "column 'confidence' is double" in refused(float64, "--out", tmp_path / "rep")
 
 
@@ -297,7 +310,11 @@ def test_unknown_or_unusable_columns(scored: Path, tmp_path: Path):
     assert "--keep text" in refused(no_text, "--out", out, "--by", "hashtag")
     assert "--time-col 'when'" in refused(scored, "--out", out, "--time-col", "when")
     assert "not ISO 8601" in refused(scored, "--out", out, "--time-col", "text")
-    ints = write_scored(tmp_path / "ints", pl.from_arrow(scored_rows(10)).with_columns(pl.int_range(10).alias("author")).to_arrow(), parts=1)
+    ints = write_scored(
+        tmp_path / "ints",
+        pl.from_arrow(scored_rows(10)).with_columns(pl.int_range(10).alias("author")).to_arrow(),
+        parts=1,
+    )
     assert "is Int64, not a timestamp" in refused(ints, "--out", out, "--time-col", "author")
     assert "not a polars duration" in refused(scored, "--out", out, "--time-col", "created_at", "--every", "1fortnight")
     assert "positive duration" in refused(scored, "--out", out, "--time-col", "created_at", "--every", "0d")

@@ -63,7 +63,9 @@ def test_page_loads_with_no_console_errors_and_shows_the_charts(page: Path, brow
     assert set(boxes) == {"labels", "over-time", "confidence"}
     shot = Image.open(browser.screenshot(tmp_path / "report.png")).convert("RGB")
     ratio = shot.width / browser.evaluate("document.documentElement.clientWidth")  # device pixels per CSS pixel
-    regions = {name: shot.crop(tuple(round(v * ratio) for v in (x, y, x + w, y + h))) for name, (x, y, w, h) in boxes.items()}
+    regions = {
+        name: shot.crop(tuple(round(v * ratio) for v in (x, y, x + w, y + h))) for name, (x, y, w, h) in boxes.items()
+    }
     for name, region in regions.items():
         assert region.width > 500 and region.height > 100, (name, region.size)
     for label, colour in COLOURS.items():
@@ -79,7 +81,9 @@ def test_page_loads_with_no_console_errors_and_shows_the_charts(page: Path, brow
 def test_the_check_catches_a_broken_page(browser: Chromium, tmp_path: Path):
     """Guards the test above: a script error and a network fetch do show up as problems."""
     broken = tmp_path / "broken.html"
-    broken.write_text('<html><body><img src="https://example.invalid/x.png"><script>console.error("bad"); nope();</script></body></html>')
+    broken.write_text(
+        '<html><body><img src="https://example.invalid/x.png"><script>console.error("bad"); nope();</script></body></html>'
+    )
     problems = browser.visit(broken.as_uri()).problems()
     assert any("exception" in p for p in problems) and any("console error" in p for p in problems)
     assert any("example.invalid" in p for p in problems)

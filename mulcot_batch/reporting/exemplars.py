@@ -61,7 +61,11 @@ def _all_picks(digest: Digest, keyed: Keyed, top: int, k: int) -> pl.DataFrame:
         )
     )
     overall = picked.unpivot(index="label", on=[MOST, LEAST], variable_name="kind", value_name=ROW).explode(ROW)
-    no_group = [pl.lit(None, pl.String).alias(BY), pl.lit(None, pl.String).alias(GROUP), pl.lit(-1, pl.Int32).alias(GROUP_RANK)]
+    no_group = [
+        pl.lit(None, pl.String).alias(BY),
+        pl.lit(None, pl.String).alias(GROUP),
+        pl.lit(-1, pl.Int32).alias(GROUP_RANK),
+    ]
     frames = [overall.drop_nulls(ROW).with_columns(no_group)]
     for key, (frame, table) in keyed.items():
         named = [g for g in top_groups(table, top) if g is not None]
@@ -110,14 +114,20 @@ def fetch_rows(archive: ScoredArchive, rows: list[int], columns: list[pl.Expr]) 
     wanted = [r + offset_in_scan[bisect.bisect_right(starts, r) - 1] for r in rows]
     mapping = pl.DataFrame({PART_ROW: wanted, ROW: rows}, schema={PART_ROW: pl.UInt32, ROW: pl.UInt32})
     found = collect(
-        archive.scan(row_index=True, parts=parts).filter(pl.col(ROW).is_in(wanted)).select(pl.col(ROW).alias(PART_ROW), *columns)
+        archive.scan(row_index=True, parts=parts)
+        .filter(pl.col(ROW).is_in(wanted))
+        .select(pl.col(ROW).alias(PART_ROW), *columns)
     )
     return mapping.join(found, on=PART_ROW, how="left").drop(PART_ROW)
 
 
 def _display_columns(archive: ScoredArchive, text_col: str, axis: TimeAxis | None) -> list[pl.Expr]:
     """What a reader needs to judge a post: its id, text, aspect, time, scores and chain."""
-    text = pl.col(text_col) if text_col in archive.schema and archive.schema[text_col] == pl.String else pl.lit(None, pl.String)
+    text = (
+        pl.col(text_col)
+        if text_col in archive.schema and archive.schema[text_col] == pl.String
+        else pl.lit(None, pl.String)
+    )
     time = axis.timestamps if axis is not None else pl.lit(None, pl.Datetime("us"))
     return [
         pl.col(archive.id_col).alias("post_id"),

@@ -53,7 +53,7 @@ svg.chart { width: 100%; height: auto; display: block; } svg.cell { display: inl
 table { border-collapse: collapse; background: #fff; font-size: 14px; margin: 6px 0 12px; }
 th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
 th { background: #f1f1f1; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.nowrap { white-space: nowrap; } tr.other td { color: var(--muted); font-style: italic; }
+td.nowrap { white-space: nowrap; } td:first-child { min-width: 11em; } tr.other td { color: var(--muted); font-style: italic; }
 .legend { display: flex; gap: 16px; font-size: 13px; margin: 4px 0; } .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 5px; vertical-align: -1px; border-radius: 2px; }
 .chip { display: inline-block; padding: 0 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
 .chip.positive { background: var(--pos); } .chip.neutral { background: var(--neu); } .chip.negative { background: var(--neg); }
@@ -104,7 +104,10 @@ def _header(report: Report) -> str:
         (_fixed(row["mean_confidence"], ".2f"), "mean confidence"),
         (f"{row['with_rationale']:,}", "with a reasoning chain"),
     ]
-    card_html = "".join(f'<div class="card"><div class="value">{escape(v)}</div><div class="what">{escape(w)}</div></div>' for v, w in cards)
+    card_html = "".join(
+        f'<div class="card"><div class="value">{escape(v)}</div><div class="what">{escape(w)}</div></div>'
+        for v, w in cards
+    )
     return (
         "<header><h1>Sentiment report</h1>"
         f'<p class="muted">{row["posts"]:,} social-media posts scored by the model <b>{escape(models)}</b>'
@@ -157,7 +160,9 @@ def _labels_section(report: Report) -> str:
 def _errors_block(row: dict) -> str:
     if not row["errors"]:
         return "<p>Every post in the archive was scored.</p>"
-    lines = "".join(f"<tr><td>{escape(r['reason'])}</td><td class=num>{r['posts']:,}</td></tr>" for r in row["errors_by_reason"])
+    lines = "".join(
+        f"<tr><td>{escape(r['reason'])}</td><td class=num>{r['posts']:,}</td></tr>" for r in row["errors_by_reason"]
+    )
     return (
         f"<h3>Posts that could not be scored: {row['errors']:,}</h3>"
         "<p>These rows are in the archive with no label (for example a post with neither text nor a readable "
@@ -179,10 +184,16 @@ def _time_section(report: Report) -> str:
     series = report.over_time.filter(pl.col("by").is_null())
     axis = report.axis
     fmt = "%Y-%m-%d %H:%M" if axis.every[-1] in "hms" or axis.every.endswith(("ns", "us")) else "%Y-%m-%d"
-    chart = svg.time_chart(series["bucket"].to_list(), series["net_sentiment"].to_list(), series["posts"].to_list(), fmt)
+    chart = svg.time_chart(
+        series["bucket"].to_list(), series["net_sentiment"].to_list(), series["posts"].to_list(), fmt
+    )
     row = report.overall.row(0, named=True)
     missing = row.get("posts_without_time") or 0
-    untimed = f" {missing:,} posts have no value in <code>{escape(axis.column)}</code> and are left out here." if missing else ""
+    untimed = (
+        f" {missing:,} posts have no value in <code>{escape(axis.column)}</code> and are left out here."
+        if missing
+        else ""
+    )
     return (
         head + f"<p>Each point is one {_duration_words(axis.every)} of <code>{escape(axis.column)}</code>. "
         "Net sentiment is (positive posts &minus; negative posts) / scored posts in the bucket: +1 would be all "
@@ -225,7 +236,11 @@ def _group_block(report: Report, name: str, table: pl.DataFrame) -> str:
     trends = _group_trends(report, name)
     head = "<tr><th>group</th><th class=num>posts</th><th class=num>% of posts</th><th>labels</th>"
     head += "".join(f"<th class=num>{label}</th>" for label in LABELS)
-    head += "<th>net sentiment</th><th class=num>mean confidence</th>" + ("<th>trend</th>" if trends is not None else "") + "</tr>"
+    head += (
+        "<th>net sentiment</th><th class=num>mean confidence</th>"
+        + ("<th>trend</th>" if trends is not None else "")
+        + "</tr>"
+    )
     rows = [_group_row(r, trends) for r in shown.iter_rows(named=True)]
     return (
         f'<h3>By {escape(name)}</h3><p class="small muted">{escape(_key_note(name, table, top))}</p>'
@@ -237,7 +252,9 @@ def _key_note(name: str, table: pl.DataFrame, top: int) -> str:
     distinct = int(table["groups"].sum())
     note = f"{distinct:,} distinct values; the top {min(top, distinct)} are shown."
     if name in ("hashtag", "mention"):
-        note += f" Read from the post text; a post with several {name}s counts once in each, (none) is posts without one."
+        note += (
+            f" Read from the post text; a post with several {name}s counts once in each, (none) is posts without one."
+        )
     elif name == "aspect":
         note += " The aspect is the topic a post was scored for; (none) is posts scored as a whole."
     return note
@@ -272,7 +289,7 @@ def _group_trends(report: Report, name: str) -> dict | None:
     mine = series.filter(pl.col("by") == name)
     trends = {}
     for (group,), frame in mine.group_by("group", maintain_order=True):
-        net = dict(zip(frame["bucket"].to_list(), frame["net_sentiment"].to_list()))
+        net = dict(zip(frame["bucket"].to_list(), frame["net_sentiment"].to_list(), strict=False))
         trends[group] = svg.sparkline([net.get(b) for b in buckets])
     return trends
 
@@ -283,7 +300,7 @@ def _group_trends(report: Report, name: str) -> dict | None:
 def _confidence_section(report: Report) -> str:
     table = report.confidence
     first = table.filter(pl.col("label") == LABELS[0])
-    bins = list(zip(first["bin_low"].to_list(), first["bin_high"].to_list()))
+    bins = list(zip(first["bin_low"].to_list(), first["bin_high"].to_list(), strict=False))
     counts = {label: table.filter(pl.col("label") == label)["posts"].to_list() for label in LABELS}
     return (
         '<section id="confidence"><h2>How sure the model is</h2>'
@@ -368,7 +385,9 @@ def _group_exemplars(ex: pl.DataFrame) -> str:
         inner = []
         for (group,), posts in frame.group_by("group", maintain_order=True):
             inner.append(f"<h4>{escape(str(group))}</h4><div class=posts>{_cards(posts, chain=False)}</div>")
-        out.append(f"<details><summary>Most confident posts per {escape(by)} (top groups)</summary>{''.join(inner)}</details>")
+        out.append(
+            f"<details><summary>Most confident posts per {escape(by)} (top groups)</summary>{''.join(inner)}</details>"
+        )
     return "".join(out)
 
 
@@ -390,7 +409,11 @@ def _cards(frame: pl.DataFrame, chain: bool = True) -> str:
 
 
 def _card(r: dict, chain: bool) -> str:
-    text = f'<p class="text">{escape(r["text"])}</p>' if r["text"] is not None else '<p class="text muted">(text not kept)</p>'
+    text = (
+        f'<p class="text">{escape(r["text"])}</p>'
+        if r["text"] is not None
+        else '<p class="text muted">(text not kept)</p>'
+    )
     meta = [_chip(r["label"]), f"confidence {_fixed(r['confidence'], '.2f')}"]
     if r["aspect"]:
         meta.append(f"aspect: {escape(r['aspect'])}")
@@ -398,7 +421,9 @@ def _card(r: dict, chain: bool) -> str:
         meta.append(escape(str(r["time"])))
     meta.append(f"id {escape(str(r['post_id']))}")
     shares = {label: r[f"p_{label}"] for label in LABELS}
-    probs = f"{svg.stacked_shares(shares, width=120, height=10)} " + " ".join(f"{label[:3]} {_fixed(shares[label], '.2f')}" for label in LABELS)
+    probs = f"{svg.stacked_shares(shares, width=120, height=10)} " + " ".join(
+        f"{label[:3]} {_fixed(shares[label], '.2f')}" for label in LABELS
+    )
     body = f'{text}<p class="meta">{" · ".join(meta)}</p><p class="meta">{probs}</p>'
     if chain:
         body += _chain(r)
@@ -408,7 +433,9 @@ def _card(r: dict, chain: bool) -> str:
 def _chain(r: dict) -> str:
     if r["rationale"] is None:
         return '<p class="meta">No reasoning chain was generated for this post.</p>'
-    items = "".join(f"<dt>{title}</dt><dd>{escape(r[field])}</dd>" for field, title in CHAIN_TITLES.items() if r.get(field))
+    items = "".join(
+        f"<dt>{title}</dt><dd>{escape(r[field])}</dd>" for field, title in CHAIN_TITLES.items() if r.get(field)
+    )
     if not items:
         items = f"<dt>Chain</dt><dd>{escape(r['rationale'])}</dd>"
     return f'<dl class="chain">{items}</dl>'

@@ -67,7 +67,9 @@ def resolve_keys(names: list[str], archive: ScoredArchive, text_col: str) -> lis
     stems: dict[str, str] = {}
     for key in keys:
         if key.file_stem in stems:
-            raise JobError(f"--by {key.name!r} and {stems[key.file_stem]!r} would write the same file {key.file_stem}.parquet")
+            raise JobError(
+                f"--by {key.name!r} and {stems[key.file_stem]!r} would write the same file {key.file_stem}.parquet"
+            )
         stems[key.file_stem] = key.name
     return keys
 
@@ -76,7 +78,9 @@ def _resolve_key(name: str, archive: ScoredArchive, text_col: str) -> GroupKey:
     schema = archive.schema
     if name in schema:
         if name in NOT_GROUPABLE:
-            raise JobError(f"--by {name!r} is a score or chain column; group by a kept column, aspect, or a label column")
+            raise JobError(
+                f"--by {name!r} is a score or chain column; group by a kept column, aspect, or a label column"
+            )
         dtype = schema[name]
         if dtype.is_nested() or dtype == pl.Object:
             raise JobError(f"--by {name!r} is {dtype}, which cannot be grouped; use a column of plain values")

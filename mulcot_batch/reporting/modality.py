@@ -52,22 +52,28 @@ def modality_table(digest: pl.LazyFrame, ok: pl.Expr, has_chain: str) -> pl.Data
         )
     )
     names = {i: name for i, name in enumerate(SENTIMENTS)}
-    counts = counts.with_columns(pl.col(c).replace_strict(names, return_dtype=pl.String) for c in (TEXT_SENTIMENT, IMAGE_SENTIMENT))
+    counts = counts.with_columns(
+        pl.col(c).replace_strict(names, return_dtype=pl.String) for c in (TEXT_SENTIMENT, IMAGE_SENTIMENT)
+    )
     total = counts["posts"].sum()
     both_labelled = pl.col(TEXT_SENTIMENT).is_in(LABELS) & pl.col(IMAGE_SENTIMENT).is_in(LABELS)
-    return counts.with_columns(
-        (both_labelled & (pl.col(TEXT_SENTIMENT) != pl.col(IMAGE_SENTIMENT))).alias("conflict"),
-        (pl.col("posts") / total if total else pl.lit(None, pl.Float64)).alias("share"),
-    ).select(
-        TEXT_SENTIMENT,
-        IMAGE_SENTIMENT,
-        "conflict",
-        "posts",
-        "share",
-        *(f"final_{lab}" for lab in LABELS),
-        "final_follows_text",
-        "final_follows_image",
-    ).sort(["conflict", "posts", TEXT_SENTIMENT, IMAGE_SENTIMENT], descending=[True, True, False, False])
+    return (
+        counts.with_columns(
+            (both_labelled & (pl.col(TEXT_SENTIMENT) != pl.col(IMAGE_SENTIMENT))).alias("conflict"),
+            (pl.col("posts") / total if total else pl.lit(None, pl.Float64)).alias("share"),
+        )
+        .select(
+            TEXT_SENTIMENT,
+            IMAGE_SENTIMENT,
+            "conflict",
+            "posts",
+            "share",
+            *(f"final_{lab}" for lab in LABELS),
+            "final_follows_text",
+            "final_follows_image",
+        )
+        .sort(["conflict", "posts", TEXT_SENTIMENT, IMAGE_SENTIMENT], descending=[True, True, False, False])
+    )
 
 
 def modality_summary(table: pl.DataFrame) -> dict[str, int]:
@@ -76,7 +82,9 @@ def modality_summary(table: pl.DataFrame) -> dict[str, int]:
     return {
         "with_chain": int(table["posts"].sum()),
         "both_labelled": int(
-            table.filter(pl.col("text_sentiment").is_in(LABELS) & pl.col("image_sentiment").is_in(LABELS))["posts"].sum()
+            table.filter(pl.col("text_sentiment").is_in(LABELS) & pl.col("image_sentiment").is_in(LABELS))[
+                "posts"
+            ].sum()
         ),
         "conflicts": int(conflicts["posts"].sum()),
         "followed_text": int(conflicts["final_follows_text"].sum()),

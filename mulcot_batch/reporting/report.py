@@ -15,13 +15,13 @@ from pathlib import Path
 import polars as pl
 
 from .archive import ScoredArchive, open_archive
+from .digest import HAS_CHAIN, build_digest
 from .exemplars import exemplar_table
 from .keys import GroupKey, resolve_keys
+from .measures import OK
 from .modality import modality_table
 from .options import ReportOptions, check_report_options
 from .output import ReportFolder
-from .digest import HAS_CHAIN, build_digest
-from .measures import OK
 from .tables import Keyed, confidence_table, group_table, overall_table, overview_cube, series_table
 from .timeaxis import TimeAxis, resolve_time_axis
 

@@ -26,7 +26,9 @@ def _svg(width: int, height: int, body: str, label: str, cls: str = "chart") -> 
     )
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 12, fill: str = AXIS_TEXT, weight: str = "normal") -> str:
+def _text(
+    x: float, y: float, text: str, anchor: str = "start", size: int = 12, fill: str = AXIS_TEXT, weight: str = "normal"
+) -> str:
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" fill="{fill}" '
         f'font-weight="{weight}">{escape(text)}</text>'
@@ -44,7 +46,9 @@ def label_bars(rows: list[tuple[str, int, float]]) -> str:
         w = max(0.0, share) * span
         parts.append(_text(left - 10, y + 21, label, "end", 14, "#222", "bold"))
         parts.append(f'<rect x="{left}" y="{y}" width="{span}" height="28" fill="#f3f3f3"/>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="28" fill="{COLOURS[label]}"><title>{escape(label)}: {count:,} posts, {share:.1%}</title></rect>')
+        parts.append(
+            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="28" fill="{COLOURS[label]}"><title>{escape(label)}: {count:,} posts, {share:.1%}</title></rect>'
+        )
         parts.append(_text(left + span + 10, y + 20, f"{share:.1%}  ({count:,})", "start", 14, "#222"))
     return _svg(width, height, "".join(parts), "Share of scored posts per label")
 
@@ -89,7 +93,11 @@ def sparkline(values: list[float | None], width: int = 120, height: int = 24) ->
     if current:
         paths.append(current)
     body = f'<line x1="0" y1="{to_y(0):.1f}" x2="{width}" y2="{to_y(0):.1f}" stroke="{GRID}"/>'
-    body += "".join(f'<polyline points="{" ".join(p)}" fill="none" stroke="{LINE}" stroke-width="1.5"/>' for p in paths if len(p) > 1)
+    body += "".join(
+        f'<polyline points="{" ".join(p)}" fill="none" stroke="{LINE}" stroke-width="1.5"/>'
+        for p in paths
+        if len(p) > 1
+    )
     return _svg(width, height, body, "net sentiment over time", "cell")
 
 
@@ -101,7 +109,7 @@ def time_chart(buckets: list[datetime], net: list[float | None], posts: list[int
     if not buckets:
         return _svg(width, 60, _text(width / 2, 30, "no posts with a time", "middle", 14), "no data")
     t0, t1 = buckets[0].timestamp(), buckets[-1].timestamp()
-    steps = [b.timestamp() - a.timestamp() for a, b in zip(buckets, buckets[1:])]
+    steps = [b.timestamp() - a.timestamp() for a, b in zip(buckets, buckets[1:], strict=False)]
     step = median(steps) if steps else 1.0
     scale = span / ((t1 - t0) + step)
     x_of = lambda b: left + (b.timestamp() - t0) * scale  # noqa: E731
@@ -113,7 +121,9 @@ def time_chart(buckets: list[datetime], net: list[float | None], posts: list[int
     vol_top = top + line_h + gap
     peak = max(posts) or 1
     bars = "".join(
-        f"M{x_of(b):.1f},{vol_top + vol_h:.1f}v{-p / peak * vol_h:.1f}h{bar_w:.1f}v{p / peak * vol_h:.1f}z" for b, p in zip(buckets, posts) if p
+        f"M{x_of(b):.1f},{vol_top + vol_h:.1f}v{-p / peak * vol_h:.1f}h{bar_w:.1f}v{p / peak * vol_h:.1f}z"
+        for b, p in zip(buckets, posts, strict=False)
+        if p
     )
     parts.append(f'<path d="{bars}" fill="{VOLUME}"/>')
     parts.append(_text(left - 6, vol_top + 10, f"{peak:,}", "end", 11))
@@ -145,7 +155,7 @@ def _net_line(buckets: list[datetime], net: list[float | None], x_of, y_net, ste
     """A polyline per run of consecutive buckets; a missing bucket or an all-error one breaks it."""
     runs: list[list[str]] = []
     previous = None
-    for b, v in zip(buckets, net):
+    for b, v in zip(buckets, net, strict=False):
         if v is None:
             previous = None
             continue
@@ -154,9 +164,13 @@ def _net_line(buckets: list[datetime], net: list[float | None], x_of, y_net, ste
             runs.append([])
         runs[-1].append(point)
         previous = b.timestamp()
-    lines = "".join(f'<polyline points="{" ".join(r)}" fill="none" stroke="{LINE}" stroke-width="2.5"/>' for r in runs if len(r) > 1)
+    lines = "".join(
+        f'<polyline points="{" ".join(r)}" fill="none" stroke="{LINE}" stroke-width="2.5"/>' for r in runs if len(r) > 1
+    )
     dots = "".join(
-        f'<circle cx="{r[0].split(",")[0]}" cy="{r[0].split(",")[1]}" r="3" fill="{LINE}"/>' for r in runs if len(r) == 1
+        f'<circle cx="{r[0].split(",")[0]}" cy="{r[0].split(",")[1]}" r="3" fill="{LINE}"/>'
+        for r in runs
+        if len(r) == 1
     )
     return lines + dots
 
@@ -199,6 +213,7 @@ def histogram(bins: list[tuple[float, float]], counts: dict[str, list[int]]) -> 
 
 def legend() -> str:
     items = "".join(
-        f'<span class="key"><span class="swatch" style="background:{colour}"></span>{label}</span>' for label, colour in COLOURS.items()
+        f'<span class="key"><span class="swatch" style="background:{colour}"></span>{label}</span>'
+        for label, colour in COLOURS.items()
     )
     return f'<div class="legend">{items}</div>'

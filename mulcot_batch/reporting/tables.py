@@ -11,9 +11,9 @@ from __future__ import annotations
 import polars as pl
 
 from .archive import ScoredArchive, collect
+from .digest import HAS_CHAIN, TIME, Digest
 from .keys import GROUP, GroupKey
 from .measures import MEASURE_COLUMNS, OK, OTHER, SUM_COLUMNS, add_sums, derive, fold_small, sum_exprs
-from .digest import HAS_CHAIN, TIME, Digest
 from .timeaxis import BUCKET
 
 Keyed = dict[GroupKey, tuple[pl.LazyFrame, pl.DataFrame]]  # key -> (its digest frame, its group table)
@@ -60,9 +60,10 @@ def overall_table(cube: pl.DataFrame, digest: Digest, archive: ScoredArchive) ->
 def errors_by_reason(digest: Digest) -> pl.DataFrame:
     """Error rows per reason, most frequent first; rare reasons past the top 20 summed as (other)."""
     counts = collect(
-        digest.scan().filter(~OK).group_by(pl.col("error").fill_null("(no reason given)").alias("reason")).agg(
-            pl.len().cast(pl.Int64).alias("posts")
-        )
+        digest.scan()
+        .filter(~OK)
+        .group_by(pl.col("error").fill_null("(no reason given)").alias("reason"))
+        .agg(pl.len().cast(pl.Int64).alias("posts"))
     ).sort(["posts", "reason"], descending=[True, False])
     if counts.height <= TOP_REASONS:
         return counts
@@ -72,7 +73,9 @@ def errors_by_reason(digest: Digest) -> pl.DataFrame:
 
 def confidence_table(cube: pl.DataFrame) -> pl.DataFrame:
     """Scored posts per label and confidence bin of width 0.05 (0.30-0.35 ... 0.95-1.00), zeros kept."""
-    counts = cube.filter(pl.col("label").is_not_null()).group_by("label", BIN).agg(pl.col("scored").sum().alias("posts"))
+    counts = (
+        cube.filter(pl.col("label").is_not_null()).group_by("label", BIN).agg(pl.col("scored").sum().alias("posts"))
+    )
     grid = pl.DataFrame({"label": ["positive", "neutral", "negative"]}).join(
         pl.DataFrame({BIN: list(range(FIRST_BIN, BINS))}), how="cross"
     )

@@ -117,13 +117,25 @@ def sparkline(values: list[float | None], low: float, high: float | None) -> str
 def groups_panel(name: str, table: pl.DataFrame, top: int) -> Table:
     shown = pl.concat([table.filter(pl.col("groups") == 1).head(top), table.filter(pl.col("groups") > 1)])
     out = Table(title=f"by {name} (top {min(top, shown.height)} of {table.height} rows)", title_justify="left")
-    for column, justify in (("group", "left"), ("posts", "right"), ("labels", "left"), ("net", "right"), ("conf", "right")):
+    for column, justify in (
+        ("group", "left"),
+        ("posts", "right"),
+        ("labels", "left"),
+        ("net", "right"),
+        ("conf", "right"),
+    ):
         out.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in shown.iter_rows(named=True):
         group = row["group"] if row["group"] is not None else "(none)"
         if row["group"] == OTHER and row["groups"] > 1:
             group = f"{OTHER} {row['groups']:,} groups"
-        out.add_row(group, f"{row['posts']:,}", share_bar(row), _num(row["net_sentiment"], "+.2f"), _num(row["mean_confidence"], ".2f"))
+        out.add_row(
+            group,
+            f"{row['posts']:,}",
+            share_bar(row),
+            _num(row["net_sentiment"], "+.2f"),
+            _num(row["mean_confidence"], ".2f"),
+        )
     return out
 
 

@@ -48,7 +48,11 @@ def resolve_time_axis(archive: ScoredArchive, column: str, every: str) -> TimeAx
     _check_every(every)
     if column not in archive.schema:
         temporal = [c for c, t in archive.schema.items() if t.is_temporal()]
-        hint = f" (timestamp columns: {', '.join(temporal)})" if temporal else " (score with --keep COLUMN to pass one through)"
+        hint = (
+            f" (timestamp columns: {', '.join(temporal)})"
+            if temporal
+            else " (score with --keep COLUMN to pass one through)"
+        )
         raise JobError(f"--time-col {column!r}: no such column in the scored output{hint}")
     dtype = archive.schema[column]
     if isinstance(dtype, pl.Datetime):
