@@ -403,3 +403,34 @@ def test_sample_timestamps_are_a_usable_time_axis():
     stamps = pl.read_parquet(Path(__file__).resolve().parent.parent / "sample_data" / "posts.parquet")["created_at"]
     assert stamps.dtype == pl.Datetime and (stamps.max() - stamps.min()).days >= 5
     assert isinstance(stamps.min(), datetime)
+
+
+def test_exemplar_ties_go_to_the_earlier_post(tmp_path: Path):
+    rows = pl.from_arrow(scored_rows(60)).with_columns(
+        pl.lit("ok").alias("status"), pl.lit(None, pl.String).alias("error"), pl.lit("neutral").alias("label"),
+        pl.lit(0.5, pl.Float32).alias("confidence"), pl.lit(0.25, pl.Float32).alias("p_positive"),
+        pl.lit(0.5, pl.Float32).alias("p_neutral"), pl.lit(0.25, pl.Float32).alias("p_negative"),
+    )  # fmt: skip
+    folder = write_scored(tmp_path / "ties", rows.to_arrow().cast(scored_rows(1).schema), parts=4)
+    assert run_cli("report", folder, "--out", tmp_path / "rep", "--exemplars", "4").exit_code == 0
+    ex = table(tmp_path / "rep", "exemplars")
+    first = rows["post_id"].head(4).to_list()
+    for kind in ("most_confident", "least_confident"):
+        assert ex.filter(pl.col("kind") == kind)["post_id"].to_list() == first, kind
+
+
+def test_fetch_reads_rows_from_only_the_parts_that_hold_them(tmp_path: Path):
+    from mulcot_batch.reporting.archive import open_archive
+    from mulcot_batch.reporting.exemplars import fetch_rows
+
+    rows = scored_rows(50)
+    (tmp_path / "a" / "parts").mkdir(parents=True)
+    sizes = [7, 1, 20, 0, 22]  # uneven parts, an empty one among them
+    start = 0
+    for i, size in enumerate(sizes):
+        pq.write_table(rows.slice(start, size), tmp_path / "a" / "parts" / f"part-00000-{i:07d}.parquet")
+        start += size
+    archive = open_archive([str(tmp_path / "a")])
+    wanted = [0, 6, 7, 8, 27, 28, 49]
+    got = fetch_rows(archive, wanted, [pl.col("post_id")])
+    assert got["post_id"].to_list() == [rows["post_id"][i].as_py() for i in wanted]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import polars as pl
 from ..errors import JobError
 
 MANIFEST = "report.json"
+WORK_PREFIX = ".report-tmp-"
 
 
 class ReportFolder:
@@ -47,7 +50,16 @@ class ReportFolder:
         return path
 
     def prepare(self) -> None:
+        """Create the folder; drop work files a killed report left (two reports into one folder
+        would overwrite each other's tables anyway, so none can be running)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(f"{WORK_PREFIX}*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def workdir(self) -> tempfile.TemporaryDirectory:
+        """A temporary folder inside the report folder (same disk as the output, removed after)."""
+        return tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=self.root)
 
     def finish(self, written: list[Path], about: dict[str, Any]) -> None:
         """Remove what the previous report wrote and this one did not, then record this one."""

@@ -6,7 +6,6 @@ before the first data page is read, so a bad report fails in well under a second
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,7 +89,7 @@ def compute_report(plan: ReportPlan) -> Report:
     """The digest first (the only pass over the parts), every table from it, then the exemplars."""
     opts, archive = plan.options, plan.archive
     plan.folder.prepare()
-    with tempfile.TemporaryDirectory(prefix=".report-tmp-", dir=plan.folder.root) as workdir:
+    with plan.folder.workdir() as workdir:
         digest = build_digest(archive, plan.keys, plan.axis, Path(workdir))
         cube = overview_cube(digest)
         overall = overall_table(cube, digest, archive)
