@@ -1,7 +1,7 @@
 """`mulcot-batch report`: check everything, compute the tables, write Parquet, page and summary.
 
 All checks (folders, parts, models, schemas, `--by` and `--time-col` columns, `--every`) run
-before the first data page is read, so a bad report fails in well under a second.
+before the first data page is read, so a bad report fails at once, having written nothing.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from ..errors import JobError
 from .archive import ScoredArchive
 
 BUCKET = "bucket"
+DURATION = re.compile(r"(\d+(ns|us|ms|mo|[smhdwqy]))+")
 SAMPLE_ROWS = 1000
 
 # Tried in order on a sample; `%#z` takes `Z` as well as `+02:00` and gives UTC timestamps.
@@ -61,7 +62,8 @@ def resolve_time_axis(archive: ScoredArchive, column: str, every: str) -> TimeAx
         return TimeAxis(column, every, pl.col(column).cast(pl.Datetime("us")))
     if dtype == pl.String:
         fmt = _string_format(archive, column)
-        parsed = pl.col(column).str.to_datetime(fmt, strict=False, time_unit="us")
+        zone = "UTC" if "%#z" in fmt else None  # offsets are converted to UTC; say so in the type
+        parsed = pl.col(column).str.to_datetime(fmt, strict=False, time_unit="us", time_zone=zone)
         return TimeAxis(column, every, parsed, parsed_from=fmt)
     raise JobError(
         f"--time-col {column!r} is {dtype}, not a timestamp; use a Datetime or Date column, "
@@ -70,13 +72,20 @@ def resolve_time_axis(archive: ScoredArchive, column: str, every: str) -> TimeAx
 
 
 def _check_every(every: str) -> None:
-    if re.fullmatch(r"(0+[a-z]+)+", every) or every.startswith("-"):
+    """A positive calendar duration in polars' grammar, checked here: some polars versions panic
+    (an exception no `except Exception` catches) on a unit they do not know."""
+    if not DURATION.fullmatch(every):
+        raise JobError(
+            f"--every {every!r} is not a polars duration such as 6h, 1d, 1w, 1mo "
+            "(an integer and a unit: ns us ms s m h d w mo q y, several may follow each other)"
+        )
+    if not any(int(n) for n in re.findall(r"\d+", every)):
         raise JobError(f"--every {every!r} must be a positive duration such as 1h, 1d, 1w, 1mo")
     try:
         pl.Series([datetime(2020, 1, 1)]).dt.truncate(every)
     except (pl.exceptions.PolarsError, ValueError) as exc:
         first = str(exc).splitlines()[0]
-        raise JobError(f"--every {every!r} is not a polars duration such as 6h, 1d, 1w, 1mo ({first})") from None
+        raise JobError(f"--every {every!r} is not a duration polars accepts ({first})") from None
 
 
 def _string_format(archive: ScoredArchive, column: str) -> str:
