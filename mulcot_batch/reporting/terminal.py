@@ -94,6 +94,8 @@ def overall_panel(report: Report) -> Table:
 def series_lines(report: Report) -> Text:
     series = report.over_time.filter(pl.col("by").is_null())
     axis = report.axis
+    if series.is_empty():
+        return Text(f"over time ({axis.column}): no post has a time", style="bold")
     first, last = series["bucket"].min(), series["bucket"].max()
     net = sparkline(series["net_sentiment"].to_list(), -1.0, 1.0)
     volume = sparkline([float(v) for v in series["posts"].to_list()], 0.0, None)
