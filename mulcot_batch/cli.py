@@ -52,13 +52,19 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace another job's results in --out instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
-def score(inputs: tuple[str, ...], keep: str, **options) -> None:
+@click.option("--report", "with_report", is_flag=True, help="Then write a report to OUT/report (see `report`).")
+def score(inputs: tuple[str, ...], keep: str, with_report: bool, **options) -> None:
     """Score INPUT Parquet files (or folders of them) into --out; rerun the same command to resume."""
     from .engine import ScoreOptions
     from .scoring_job import execute
 
     opts = ScoreOptions(inputs=list(inputs), keep=[c.strip() for c in keep.split(",") if c.strip()], **options)
-    execute(opts)
+    after = None
+    if with_report:
+        from .reporting.after_scoring import default_options, report_step
+
+        after = report_step(lambda: default_options(opts.out, opts.text_col, opts.quiet))
+    execute(opts, after=after)
 
 
 @main.command()
@@ -70,14 +76,20 @@ def run(ctx: click.Context, job_file: str, overwrite: bool, quiet: bool) -> None
     """Run the stages of a TOML job file in order (see jobs/); each table is a command's options."""
     from .jobs import read_job, stage_args
 
-    stages = read_job(Path(job_file))
-    for name, table in stages.items():
+    stages = []
+    for name, table in read_job(Path(job_file)).items():  # every stage is checked before any runs
         command = main.get_command(ctx, name.replace("_", "-"))
         if command is None or name == "run":
             raise JobError(f"job file {job_file}: [{name}] is not a mulcot-batch command")
         args = stage_args(command, table, f"job file {job_file} [{name}]")
         known = {p.name for p in command.params}
         args += [f"--{flag}" for flag, on in (("overwrite", overwrite), ("quiet", quiet)) if on and flag in known]
+        try:
+            command.make_context(command.name, list(args))
+        except click.ClickException as exc:
+            raise JobError(f"job file {job_file} [{name}]: {exc.format_message()}") from None
+        stages.append((name, command, args))
+    for name, command, args in stages:
         if not quiet:
             click.echo(f"== {name}: mulcot-batch {command.name} {' '.join(args)}", err=True)
         command.main(args, prog_name=f"mulcot-batch {command.name}", standalone_mode=False)
@@ -186,6 +198,8 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
         click.option("--lora-alpha", type=int, default=32 if lora_r <= 16 else 2 * lora_r, show_default=True),
         click.option("--lora-dropout", type=float, default=lora_dropout, show_default=True),
         click.option("--max-chain-tokens", type=int, default=384, show_default=True),
+        click.option("--chain-style", type=click.Choice(["full", "short"]), default="full", show_default=True,
+                     help="Train on the whole teacher chain or on the first sentence of each field."),
         click.option("--epochs", type=int, default=epochs, show_default=True),
         click.option("--lr", type=float, default=2e-4, show_default=True),
         click.option("--projector-lr", type=float, default=1e-3, show_default=True),
@@ -233,6 +247,25 @@ def train_assistant(**params) -> None:
 def distill(assistant: str | None, **params) -> None:
     """Joint training of the student: label + chain tasks + KD from the frozen assistant; resumable."""
     _train(assistant, params)
+
+@main.command()
+@click.argument("scored", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder (Parquet tables, report.html).")
+@click.option("--by", multiple=True, help="Group by a column (aspect, kept columns) or hashtag / mention; repeat or comma-separate.")
+@click.option("--time-col", default=None, help="Timestamp column for the series over time (a kept column).")
+@click.option("--every", default=None, help="Time bucket, any polars duration: 1h, 1d, 1w, 1mo  [default: 1d]")
+@click.option("--min-posts", type=int, default=10, show_default=True, help="Groups with fewer posts are folded into (other).")
+@click.option("--top", type=int, default=10, show_default=True, help="Groups per key with a series, exemplars and a row on the page.")
+@click.option("--exemplars", type=int, default=3, show_default=True, help="Example posts per label (and per top group).")
+@click.option("--text-col", default="text", show_default=True, help="Kept text column that hashtags and mentions are read from.")
+@click.option("--html/--no-html", default=True, show_default=True, help="Write report.html.")
+@click.option("--summary/--no-summary", default=None, help="Rich summary on stderr  [default: when stderr is a terminal]")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def report(scored: tuple[str, ...], by: tuple[str, ...], **options) -> None:
+    """Aggregate SCORED output folders (of `score`) into Parquet tables, a summary and report.html."""
+    from .reporting import ReportOptions, run_report
+
+    run_report(ReportOptions(scored=list(scored), by=[k for b in by for k in b.split(",")], **options))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ for annotate). Relative paths are relative to the current directory, as on the c
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -36,7 +37,7 @@ def read_job(path: Path) -> dict:
     if not path.is_file():
         raise JobError(f"job file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"job file {path} is not valid TOML: {exc}") from None
     if not data:
@@ -47,6 +48,7 @@ def read_job(path: Path) -> dict:
 def stage_args(command: click.Command, table: dict, where: str) -> list[str]:
     """The command line that a stage table stands for, checked against the command's parameters."""
     params = {p.name: p for p in command.params}
+    params.update({opt.lstrip("-").replace("-", "_"): p for p in command.params for opt in p.opts if opt.startswith("--")})
     args: list[str] = []
     for key, value in table.items():
         param = params.get(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,8 +20,12 @@ from .errors import JobError
 from .writing import OutputFolder
 
 
-def execute(opts: ScoreOptions) -> dict:
-    """Run (or resume) a scoring job; returns the summary of the whole output folder."""
+def execute(opts: ScoreOptions, after: Callable[[], None] | None = None) -> dict:
+    """Run (or resume) a scoring job; returns the summary of the whole output folder.
+
+    `after` (e.g. the report of `score --report`) runs once, on the main process, when every
+    rank's parts are written and counted.
+    """
     plan = plan_job(opts)
     folder = OutputFolder(Path(opts.out))
     folder.check(plan.identity, opts.overwrite)
@@ -69,6 +74,8 @@ def execute(opts: ScoreOptions) -> dict:
         raise JobError(f"output holds {summary['rows']} rows but the input has {plan.rows}; rerun to resume")
     if not quiet:
         stderr.print(summary_table(summary, scored_now, timing, student.weights, Path(opts.out)))
+    if after is not None and accelerator.is_main_process:
+        after()
     return summary
 
 

@@ -53,6 +53,7 @@ class TrainOptions:
     lora_dropout: float = 0.05
     assistant: str | None = None  # a trained assistant folder (its `best/`) to distil from
     max_chain_tokens: int = 384
+    chain_style: str = "full"  # or "short": the first sentence of each teacher field
     dev_limit: int | None = None
     train_limit: int | None = None
     threads: int = 0
@@ -131,7 +132,7 @@ def _chain_examples(opts: TrainOptions, out: Path, counts: Counter) -> list[Exam
     if not opts.chains:
         return []
     chain_counts: Counter = Counter()
-    all_chains = load_examples(Path(opts.chains), _root(opts), "rationale", chain_counts)
+    all_chains = load_examples(Path(opts.chains), _root(opts), "rationale", chain_counts, opts.chain_style)
     counts.update({f"chains {k}": v for k, v in chain_counts.items()})
     held = {e.post_id for e in all_chains if chain_split(e.post_id, opts.chain_holdout)}
     source = pl.read_parquet(opts.chains)
