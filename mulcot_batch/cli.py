@@ -22,7 +22,8 @@ class JobErrorGroup(click.Group):
         try:
             return super().invoke(ctx)
         except JobError as exc:
-            click.echo(f"mulcot-batch: {exc.kind}: {exc}", err=True)
+            message = " ".join(str(exc).split())  # one line, whatever a library put in the reason
+            click.echo(f"mulcot-batch: {exc.kind}: {message}", err=True)
             sys.exit(exc.exit_code)
 
 

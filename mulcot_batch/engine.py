@@ -276,6 +276,10 @@ def _surviving(loader: Iterable) -> Iterator[PreparedChunk]:
 def load_job_student(opts: ScoreOptions, device: torch.device) -> Student:
     torch.manual_seed(opts.seed)
     dtype = resolve_dtype(opts.dtype, device)
+    if opts.quiet:  # --quiet means errors only: no "Loading weights" bars either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     return load_student(opts.model, opts.adapter, dtype, device, opts.image_size, opts.seed, opts.trust_remote_code)
 
 
