@@ -116,7 +116,10 @@ class OutputFolder:
             _append_line(self.manifest / f"rank-{rank:05d}.jsonl", entry)
             crash_point("after-manifest")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # a read-only folder refuses even that; the next run's claim clears it
+                pass
             raise JobFailed(
                 f"could not write {name} into {self.parts}: {_reason(exc)}. Every chunk finished before it is kept; "
                 "fix the cause and rerun the same command to resume"
