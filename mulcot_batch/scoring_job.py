@@ -8,6 +8,7 @@ own share of the chunks and writes its own parts.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ import torch
 
 from .console import progress_bar, say, stderr, summarise_parts, summary_table
 from .engine import ChunkResult, ScoreOptions, load_job_student, plan_job, run_chunks
-from .errors import Interrupted, JobError
+from .errors import Interrupted, JobError, JobFailed
 from .writing import OutputFolder
 
 
@@ -70,7 +71,14 @@ def execute(opts: ScoreOptions) -> dict:
             f"scored in {opts.out}. Rerun the same command to resume",
             stop.signum,
         )
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.wait_for_everyone()
+    except RuntimeError as exc:  # gloo/NCCL: a peer rank died while this one waited for it
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()).split(". ")[0][:200]  # no source-file prefix
+        raise JobFailed(
+            f"another process of this job failed ({reason}); this process finished its chunks: "
+            "rerun the same command to resume"
+        ) from None
 
     summary = summarise_parts(folder.finished_parts())
     timing = (time.perf_counter() - score_start, time.perf_counter() - start)
