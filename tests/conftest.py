@@ -148,3 +148,15 @@ def manifest_entries(out: Path) -> list[dict]:
             except json.JSONDecodeError:
                 pass
     return entries
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process jobs use one thread, like the CLI subprocesses (OMP_NUM_THREADS=1): same sums, same
+    greedy choices, and no threads waiting on each other on a busy 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

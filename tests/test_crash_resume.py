@@ -22,7 +22,10 @@ import pytest
 from mulcot_batch.faults import POINTS
 from mulcot_batch.writing import OutputFolder
 
-from .conftest import CLI, TINY, cli_env, manifest_entries, read_output, run_job, text_dump
+from .conftest import CLI, TINY, cli_env, manifest_entries, read_output, run_cli, run_job, text_dump
+
+# Runs that need a real process (a SIGKILL, a signal) use run_job; the others run in-process (faster).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROWS, CHUNK = 24, 4  # 6 chunks
 # batch 2 < chunk 4, so "mid-batch" really is in the middle of a chunk; short chains are compared too
@@ -44,8 +47,8 @@ def reference(tiny_qwen_folder: Path, tmp_path_factory: pytest.TempPathFactory) 
     folder = tmp_path_factory.mktemp("crash-ref")
     shutil.copytree(SAMPLE, folder / "sample")
     inputs = folder / "sample" / "posts.parquet"
-    done = run_job(score_args(inputs, folder / "out", tiny_qwen_folder))
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli(*score_args(inputs, folder / "out", tiny_qwen_folder))
+    assert done.exit_code == 0, done.output
     return inputs, read_output(folder / "out")
 
 
@@ -102,8 +105,8 @@ def test_sigkill_at_every_point_then_resume_gives_the_uninterrupted_result(refer
     assert run_job(args, MULCOT_BATCH_CRASH_AT="after-manifest:2").returncode == -signal.SIGKILL
     assert recorded() == 3  # the torn line was ended, not extended: both new lines count
 
-    final = run_job(args[:-1])  # not --quiet: it says it resumes
-    assert final.returncode == 0, final.stderr[-3000:]
+    final = run_cli(*args[:-1])  # not --quiet: it says it resumes
+    assert final.exit_code == 0, final.output
     assert f"resuming: {3 * CHUNK} of {ROWS} rows" in final.stderr
     assert_same_as_reference(out, expected)
 
@@ -112,15 +115,15 @@ def test_damaged_parts_are_redone_never_read(reference, tiny_qwen_folder: Path, 
     inputs, expected = reference
     out = tmp_path / "out"
     args = score_args(inputs, out, tiny_qwen_folder)
-    assert run_job(args).returncode == 0
+    assert run_cli(*args).exit_code == 0
     parts = sorted((out / "parts").glob("part-*.parquet"))
     data = parts[1].read_bytes()
     parts[1].write_bytes(data[: len(data) // 2])  # truncated: no footer
     parts[2].write_bytes(b"")  # zero bytes
     pq.write_table(pq.read_table(parts[3]).slice(0, 1), parts[3])  # a whole Parquet file, but rows missing
     untouched = parts[0].stat().st_mtime_ns
-    again = run_job(args[:-1])
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli(*args[:-1])
+    assert again.exit_code == 0, again.output
     assert f"resuming: {3 * CHUNK} of {ROWS} rows" in again.stderr
     assert_same_as_reference(out, expected)
     assert parts[0].stat().st_mtime_ns == untouched
@@ -137,15 +140,15 @@ def test_dead_dataloader_worker_stops_the_job_in_one_line_and_resumes(tiny_qwen_
     last = died.stderr.strip().splitlines()[-1]
     assert last.startswith("mulcot-batch: error: DataLoader worker") and "rerun the same command" in last
     assert "Traceback" not in died.stderr
-    again = run_job(args)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli(*args)
+    assert again.exit_code == 0, again.output
     assert read_output(out)["post_id"].to_list() == pl.read_parquet(inputs)["post_id"].to_list()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the process group", "SIGTERM twice"])
 def test_signals_stop_cleanly_after_the_chunk_in_flight(how: str, tiny_qwen_folder: Path, tmp_path: Path):
-    rows = 400
+    rows = 240
     inputs = text_dump(tmp_path / "posts.parquet", rows)
     out = tmp_path / "out"
     args = ["score", inputs, "--out", out, "--model", tiny_qwen_folder, "--chunk-rows", "8", "--batch-size", "8",
@@ -177,8 +180,8 @@ def test_signals_stop_cleanly_after_the_chunk_in_flight(how: str, tiny_qwen_fold
     assert all(_gone(worker) for worker in workers)  # no orphan or zombie DataLoader worker left behind
     done = len(manifest_entries(out))
     assert 2 <= done < rows // 8
-    again = run_job(args, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli(*args)
+    assert again.exit_code == 0, again.output
     scored = read_output(out)
     assert scored["post_id"].to_list() == pl.read_parquet(inputs)["post_id"].to_list()
     assert scored["status"].to_list() == ["ok"] * rows

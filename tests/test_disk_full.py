@@ -21,7 +21,7 @@ import pytest
 from mulcot_batch import writing
 from mulcot_batch.writing import OutputFolder
 
-from .conftest import CLI, TINY, cli_env, manifest_entries, read_output, run_cli, run_job, text_dump
+from .conftest import CLI, TINY, cli_env, manifest_entries, read_output, run_cli, text_dump
 
 
 def _mount(*args: str) -> subprocess.CompletedProcess:
@@ -65,14 +65,17 @@ def job_args(inputs: Path, out: Path, model: Path) -> list:
             "--rationales", "all", "--max-new-tokens", "12", "--workers", "0", *TINY]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.mark.slow
 def test_disk_full_stops_cleanly_and_a_rerun_with_space_finishes(small_tmpfs, tiny_qwen_folder: Path, tmp_path: Path):
     disk, remount = small_tmpfs
     inputs = text_dump(tmp_path / "posts.parquet", 160)  # 20 parts of ~5 KiB: more than 64 KiB
     out = disk / "out"
     args = job_args(inputs, out, tiny_qwen_folder)
-    full = run_job(args)
-    assert full.returncode == 3, full.stderr[-3000:]
+    full = run_cli(*args)
+    assert full.exit_code == 3, full.output
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("mulcot-batch: error: could not write part-") and "No space left on device" in last
     assert "rerun the same command to resume" in last and "Traceback" not in full.stderr
@@ -81,8 +84,8 @@ def test_disk_full_stops_cleanly_and_a_rerun_with_space_finishes(small_tmpfs, ti
     assert_resumable_state(out)
 
     remount("size=16m")
-    again = run_job(args[:-1])
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli(*args[:-1])
+    assert again.exit_code == 0, again.output
     assert f"resuming: {done_before} of 160 rows" in again.stderr
     assert read_output(out)["post_id"].to_list() == pl.read_parquet(inputs)["post_id"].to_list()
     assert_resumable_state(out)
@@ -107,13 +110,13 @@ def test_output_turning_read_only_mid_job_stops_cleanly_and_resumes(small_tmpfs,
     last = err.strip().splitlines()[-1]
     assert "Read-only file system" in last and "rerun the same command to resume" in last
 
-    still = run_job(args)  # rerun while still read-only: refused before any work, same clear line
-    assert still.returncode == 3 and f"cannot write to --out {out}: Read-only file system" in still.stderr
+    still = run_cli(*args)  # rerun while still read-only: refused before any work, same clear line
+    assert still.exit_code == 3 and f"cannot write to --out {out}: Read-only file system" in still.stderr
 
     remount("rw")
     assert_resumable_state(out, temporary_left=True)
-    again = run_job(args)
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli(*args)
+    assert again.exit_code == 0, again.output
     assert read_output(out)["post_id"].to_list() == pl.read_parquet(inputs)["post_id"].to_list()
     assert_resumable_state(out)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from .conftest import TINY, cli_env, manifest_entries, read_output, run_job, text_dump
+from .conftest import TINY, cli_env, manifest_entries, read_output, run_cli, text_dump
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mulcot_batch.cli"]
@@ -28,6 +28,7 @@ def launch(args: list, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_a_rank_killed_mid_job_then_resumed_covers_the_input_once(tiny_qwen_folder: Path, tmp_path: Path):
     rows, chunk = 120, 2  # 60 chunks, 30 per rank: rank 0 is still busy when rank 1 dies
     inputs = text_dump(tmp_path / "posts.parquet", rows)
@@ -56,8 +57,8 @@ def test_a_rank_killed_mid_job_then_resumed_covers_the_input_once(tiny_qwen_fold
     assert scored["post_id"].to_list() == pl.read_parquet(inputs)["post_id"].to_list()  # the union is the input
 
     alone = tmp_path / "alone"
-    single = run_job(["score", inputs, "--out", alone, *opts])
-    assert single.returncode == 0, single.stderr[-3000:]
+    single = run_cli("score", inputs, "--out", alone, *opts)
+    assert single.exit_code == 0, single.output
     assert scored["label"].to_list() == read_output(alone)["label"].to_list()
     assert scored["rationale"].to_list() == read_output(alone)["rationale"].to_list()
 
