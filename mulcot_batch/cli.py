@@ -13,14 +13,19 @@ from .errors import JobError
 
 
 class JobErrorGroup(click.Group):
-    """Turns a bad job into one line on stderr and exit status 2, never a traceback."""
+    """Turns a stopped job into one line on stderr and a non-zero exit, never a traceback.
+
+    Exit status 2: a bad job (nothing done); 3: writing the output failed (resumable);
+    130/143: stopped by SIGINT/SIGTERM after the chunk in flight (resumable).
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except JobError as exc:
-            click.echo(f"mulcot-batch: error: {exc}", err=True)
-            sys.exit(2)
+            message = " ".join(str(exc).split())  # one line, whatever a library put in the reason
+            click.echo(f"mulcot-batch: {exc.kind}: {message}", err=True)
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=JobErrorGroup)
@@ -52,6 +57,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace another job's results in --out instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress or summary; errors only.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a --model folder to run its own Python code (auto_map).")
 @click.option("--report", "with_report", is_flag=True, help="Then write a report to OUT/report (see `report`).")
 def score(inputs: tuple[str, ...], keep: str, with_report: bool, **options) -> None:
     """Score INPUT Parquet files (or folders of them) into --out; rerun the same command to resume."""

@@ -40,14 +40,21 @@ def summarise_parts(parts: list[Path]) -> dict:
     """Counts over every part of the job, including parts written by earlier runs or other ranks."""
     if not parts:
         return {"rows": 0, "labels": {}, "errors": 0, "explained": 0, "image_status": {}}
-    frame = pl.scan_parquet(parts).select("label", "status", "rationale", "image_status").collect()
-    labels = dict(frame.filter(pl.col("status") == "ok")["label"].value_counts().iter_rows())
-    images = dict(frame["image_status"].value_counts().iter_rows())
+    # Streamed group-by: memory stays flat however many rows (and rationales) the parts hold.
+    counts = (
+        pl.scan_parquet(parts)
+        .group_by("status", "label", "image_status")
+        .agg(pl.len().alias("rows"), pl.col("rationale").is_not_null().sum().alias("explained"))
+        .collect(engine="streaming")
+    )
+    ok = counts.filter(pl.col("status") == "ok")
+    labels = {k: int(v) for k, v in ok.group_by("label").agg(pl.col("rows").sum()).iter_rows()}
+    images = {k: int(v) for k, v in counts.group_by("image_status").agg(pl.col("rows").sum()).iter_rows()}
     return {
-        "rows": frame.height,
+        "rows": int(counts["rows"].sum()),
         "labels": labels,
-        "errors": int((frame["status"] == "error").sum()),
-        "explained": int(frame["rationale"].is_not_null().sum()),
+        "errors": int(counts.filter(pl.col("status") == "error")["rows"].sum()),
+        "explained": int(counts["explained"].sum()),
         "image_status": images,
     }
 

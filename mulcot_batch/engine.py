@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .errors import JobError
+from .errors import JobError, JobFailed
+from .faults import crash_point
 from .preparing import ChunkSource, PreparedChunk, chunk_loader
 from .prompts import parse_chain
 from .reading import ASPECT, ID, Columns, discover_inputs, plan_inputs
@@ -55,6 +56,7 @@ class ScoreOptions:
     seed: int = 0
     overwrite: bool = False
     quiet: bool = False
+    trust_remote_code: bool = False
 
     def columns(self) -> Columns:
         return Columns(self.id_col, self.text_col, self.image_col, self.aspect_col, tuple(self.keep))
@@ -91,11 +93,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+#: Options that change how a job runs, not what it writes: a rerun may change them and still resume.
+_NOT_IDENTITY = ("inputs", "out", "overwrite", "quiet", "workers", "batch_size", "model", "trust_remote_code")
+
+
 def job_identity(opts: ScoreOptions, files: list[Path]) -> dict:
     """What makes two runs the same job: a rerun with this identity resumes, any other is refused."""
     inputs = [{"path": str(f), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
     model = opts.model if opts.model == "nano" else str(Path(opts.model).resolve())
-    relevant = {k: v for k, v in asdict(opts).items() if k not in ("inputs", "out", "overwrite", "quiet", "workers", "batch_size", "model")}
+    relevant = {k: v for k, v in asdict(opts).items() if k not in _NOT_IDENTITY}
     return {"inputs": inputs, "model": model, "options": relevant, "nano_parts": _nano_fingerprint(opts.model)}
 
 
@@ -129,6 +135,7 @@ def score_chunk(student: Student, chunk: PreparedChunk, opts: ScoreOptions, sche
     probs = np.zeros((len(chunk.posts), 3), dtype=np.float32)
     for batch in length_sorted_batches(everyone, lengths, opts.batch_size):
         probs[batch] = student.classify(preparer.collate([chunk.posts[i] for i in batch], "classify"))
+        crash_point("mid-batch")
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0, dtype=np.float32)
     if opts.rationales == "all":
         to_explain = everyone
@@ -196,7 +203,7 @@ class JobPlan:
 def plan_job(opts: ScoreOptions) -> JobPlan:
     """All checks that can fail a job, before any model is loaded or any row is scored."""
     check_options(opts)
-    check_model(opts.model, opts.adapter)
+    check_model(opts.model, opts.adapter, opts.trust_remote_code)
     files = discover_inputs(opts.inputs)
     columns = opts.columns()
     input_plan = plan_inputs(files, columns)
@@ -218,9 +225,19 @@ ProgressHook = Callable[[ChunkResult], None]
 
 
 def run_chunks(
-    student: Student, plan: JobPlan, folder: OutputFolder, rank: int, world_size: int, on_chunk: ProgressHook
-) -> None:
-    """This rank's share of the job; each finished chunk is a part file plus a manifest line."""
+    student: Student,
+    plan: JobPlan,
+    folder: OutputFolder,
+    rank: int,
+    world_size: int,
+    on_chunk: ProgressHook,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """This rank's share of the job; each finished chunk is a part file plus a manifest line.
+
+    Returns False when `should_stop` turned true (SIGINT/SIGTERM): the chunk in flight is written
+    first, and no further chunk is started.
+    """
     preparer = student.preparer()
     source = replace(
         plan.source,
@@ -229,16 +246,43 @@ def run_chunks(
         world_size=world_size,
         image_size=getattr(preparer, "image_size", plan.source.image_size),
     )
-    for chunk in chunk_loader(source, preparer, plan.opts.workers):
+    for chunk in _surviving(chunk_loader(source, preparer, plan.opts.workers)):
+        if should_stop():
+            return False
         table, result = score_chunk(student, chunk, plan.opts, plan.schema)
         folder.write_part(chunk.key, table, rank)
         on_chunk(result)
+        if should_stop():
+            return False
+    return True
+
+
+def _surviving(loader: Iterable) -> Iterator[PreparedChunk]:
+    """The loader's chunks; a failure in a worker (damaged input, a worker killed) stops the job in one line."""
+    iterator = iter(loader)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            if "DataLoader worker" not in str(exc):
+                raise
+            first = str(exc).strip().splitlines()[0].rstrip(". ")
+            raise JobFailed(f"{first} (out of memory?); chunks finished before it are kept: rerun the same command to resume") from None
+        if isinstance(item, JobError):
+            raise item
+        yield item
 
 
 def load_job_student(opts: ScoreOptions, device: torch.device) -> Student:
     torch.manual_seed(opts.seed)
     dtype = resolve_dtype(opts.dtype, device)
-    return load_student(opts.model, opts.adapter, dtype, device, opts.image_size, opts.seed)
+    if opts.quiet:  # --quiet means errors only: no "Loading weights" bars either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return load_student(opts.model, opts.adapter, dtype, device, opts.image_size, opts.seed, opts.trust_remote_code)
 
 
 def elapsed_since(start: float) -> float:

@@ -24,7 +24,11 @@ class LoadedImage:
 
 
 def resolve_under(root: Path, value: str) -> Path | None:
-    """The file `value` names under `root`, or None when it escapes the root (.., absolute, symlink)."""
+    """The file `value` names under `root`, or None when it escapes the root (.., absolute, symlink).
+
+    Raises ValueError, OSError or RuntimeError for names no file can have (a NUL byte, a name over
+    the system's length limit, a symlink loop).
+    """
     root = root.resolve()
     candidate = (root / value).resolve()
     return candidate if candidate.is_relative_to(root) else None
@@ -40,12 +44,16 @@ def load_image(
     """Decode one post image as RGB, scaled down to about `target_size` on its short side."""
     if value is None or not value.strip():
         return LoadedImage(None, "none")
-    path = resolve_under(root, value)
-    if path is None:
-        return LoadedImage(None, "outside_root", f"image path {value!r} is outside the image root")
-    if not path.is_file():
-        return LoadedImage(None, "missing", f"image file not found: {value}")
-    if path.stat().st_size > max_bytes:
+    try:
+        path = resolve_under(root, value)
+        if path is None:
+            return LoadedImage(None, "outside_root", f"image path {value!r} is outside the image root")
+        if not path.is_file():  # folders, FIFOs and devices are not image files either
+            return LoadedImage(None, "missing", f"image file not found: {value}")
+        size = path.stat().st_size
+    except (ValueError, OSError, RuntimeError) as exc:
+        return LoadedImage(None, "missing", f"no file can have this image path ({type(exc).__name__}): {value[:200]!r}")
+    if size > max_bytes:
         return LoadedImage(None, "too_large", f"image file over {max_bytes} bytes: {value}")
     try:
         with warnings.catch_warnings():

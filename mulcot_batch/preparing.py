@@ -7,6 +7,7 @@ e.g. retweets) are prepared once per chunk and scored once.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .errors import JobError
 from .images import load_image
 from .reading import ASPECT, ID, IMAGE, TEXT, Chunk, Columns, InputPlan, iter_chunks
 from .students.base import Post, PreparedPost, Preparer
@@ -58,12 +60,15 @@ class ChunkDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         src = self.source
-        for ordinal, chunk in enumerate(iter_chunks(src.plan, src.columns, src.chunk_rows, src.limit)):
-            if ordinal % src.world_size != src.rank or (ordinal // src.world_size) % workers != worker:
-                continue
-            if chunk.key in src.done:
-                continue
-            yield prepare_chunk(chunk, self.preparer, self._root(chunk), src.image_size)
+        try:
+            for ordinal, chunk in enumerate(iter_chunks(src.plan, src.columns, src.chunk_rows, src.limit)):
+                if ordinal % src.world_size != src.rank or (ordinal // src.world_size) % workers != worker:
+                    continue
+                if chunk.key in src.done:
+                    continue
+                yield prepare_chunk(chunk, self.preparer, self._root(chunk), src.image_size)
+        except JobError as exc:  # handed to the main process as an item: it stops the job with this one line
+            yield exc
 
     def _root(self, chunk: Chunk) -> Path:
         return self.source.image_root or self.source.plan.files[chunk.file_index].parent
@@ -80,7 +85,7 @@ def prepare_chunk(chunk: Chunk, preparer: Preparer, image_root: Path, image_size
     status_of: dict[tuple, tuple[str, str | None]] = {}
     post_of_row = np.full(len(ids), -1, dtype=np.int64)
     for row, (post_id, text, image, aspect) in enumerate(zip(ids, texts, images, aspects)):
-        key = (text or "", image or "", aspect or "")
+        key = (_encodable(text or ""), _encodable(image or ""), _encodable(aspect or ""))
         if key not in status_of:
             status_of[key] = _prepare_one(key, preparer, image_root, image_size, out.posts, seen)
         image_status, error = status_of[key]
@@ -92,6 +97,21 @@ def prepare_chunk(chunk: Chunk, preparer: Preparer, image_root: Path, image_size
             post_of_row[row] = seen[key]
     out.post_of_row = post_of_row
     return out
+
+
+def _encodable(value: str) -> str:
+    """Lone surrogates (possible in a Python str, never in Arrow data) become U+FFFD.
+
+    Tokenizers refuse such strings outright; rows read from Parquet are already valid UTF-8
+    (`reading` replaces undecodable bytes), so this only guards posts built in Python.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _prepare_one(
@@ -120,18 +140,25 @@ def _keep_chunk(item: PreparedChunk) -> PreparedChunk:
     return item
 
 
-def _one_thread_per_worker(_: int) -> None:
+def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # workers share the cores with the model; one each is plenty
+    # Ctrl-C reaches the whole process group; the main process decides when to stop (after the
+    # chunk in flight) and shuts the workers down itself, so a worker must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def chunk_loader(source: ChunkSource, preparer: Preparer, workers: int) -> DataLoader:
-    """A DataLoader over prepared chunks; workers keep the next chunks ready while the model runs."""
+    """A DataLoader over prepared chunks; workers keep the next chunks ready while the model runs.
+
+    Items are `PreparedChunk`s, or a `JobError` that a worker met (a damaged input file), which the
+    consumer raises.
+    """
     return DataLoader(
         ChunkDataset(source, preparer),
         batch_size=None,
         num_workers=workers,
         collate_fn=_keep_chunk,
-        worker_init_fn=_one_thread_per_worker if workers else None,
+        worker_init_fn=_init_worker if workers else None,
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )

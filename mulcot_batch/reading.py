@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import JobError
+from .errors import JobError, JobFailed
+from .faults import crash_point
 from .schema import SCORE_COLUMNS
 
 # Internal names of the role columns inside a chunk; the user's names only matter at the edges.
@@ -88,6 +89,9 @@ def plan_inputs(files: list[Path], columns: Columns) -> InputPlan:
         for role, name in (("id", columns.id), ("text", columns.text)):
             if name not in schema.names:
                 raise JobError(f"required {role} column {name!r} missing in {path}")
+        for role, name in (("id", columns.id), ("text", columns.text), ("image", columns.image), ("aspect", columns.aspect)):
+            if name in schema.names:
+                _check_role_type(role, name, schema.field(name).type, path)
         for name in columns.keep:
             if name in schema.names:
                 kept_types[name] = _common_type(name, kept_types.get(name), schema.field(name).type, path)
@@ -96,6 +100,22 @@ def plan_inputs(files: list[Path], columns: Columns) -> InputPlan:
     if missing:
         raise JobError(f"--keep column(s) not found in any input file: {', '.join(missing)}")
     return InputPlan(files=files, rows=rows, kept_types=[(c, kept_types[c]) for c in columns.keep])
+
+
+def _check_role_type(role: str, name: str, dtype: pa.DataType, path: Path) -> None:
+    """Role columns hold strings (ids may be integers); anything else is a wrong column, not a post."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    if _is_text(dtype) or pa.types.is_null(dtype) or (role == "id" and pa.types.is_integer(dtype)):
+        return
+    expected = "strings or integers" if role == "id" else "strings"
+    raise JobError(f"{role} column {name!r} is {dtype} in {path}; expected {expected}")
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    """Strings, or raw bytes that some writers use for strings (decoded as UTF-8)."""
+    return any(check(dtype) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                          pa.types.is_large_binary)) or str(dtype) in ("string_view", "binary_view")
 
 
 def _common_type(name: str, seen: pa.DataType | None, found: pa.DataType, path: Path) -> pa.DataType:
@@ -120,12 +140,32 @@ def iter_chunks(plan: InputPlan, columns: Columns, chunk_rows: int, limit: int |
         parquet = pq.ParquetFile(path)
         present = set(parquet.schema_arrow.names)
         wanted = [c for c in {columns.id, columns.text, columns.image, columns.aspect, *columns.keep} if c in present]
-        for batch_index, batch in enumerate(parquet.iter_batches(batch_size=chunk_rows, columns=wanted)):
+        for batch_index, batch in enumerate(_batches(parquet, path, chunk_rows, wanted)):
             if remaining <= 0:
                 return
             batch = batch.slice(0, remaining)
             remaining -= batch.num_rows
+            crash_point("read")
             yield Chunk(file_index, batch_index, _normalise(pa.Table.from_batches([batch]), columns, plan))
+
+
+def _batches(parquet: pq.ParquetFile, path: Path, chunk_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's record batches; a damaged page (its footer was fine at planning) stops the job cleanly."""
+    batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+    rows = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise JobFailed(
+                f"input file {path} is damaged after row {rows:,} ({reason}); chunks finished before it are kept. "
+                "Repair or replace the file and rerun (with --overwrite, since the input changed)"
+            ) from None
+        rows += batch.num_rows
+        yield batch
 
 
 def _normalise(table: pa.Table, columns: Columns, plan: InputPlan) -> pa.Table:
@@ -135,14 +175,30 @@ def _normalise(table: pa.Table, columns: Columns, plan: InputPlan) -> pa.Table:
     for internal, name in ((ID, columns.id), (TEXT, columns.text), (IMAGE, columns.image), (ASPECT, columns.aspect)):
         out[internal] = _as_string(table[name]) if name in table.column_names else pa.nulls(n, pa.string())
     for name, dtype in plan.kept_types:
-        out[name] = table[name].cast(dtype) if name in table.column_names else pa.nulls(n, dtype)
+        kept = table[name].cast(dtype) if name in table.column_names else pa.nulls(n, dtype)
+        out[name] = _valid_utf8(kept) if pa.types.is_string(dtype) else kept
     return pa.table(out)
 
 
 def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return column.cast(pa.string())
+    """Ids, texts, paths and aspects as valid UTF-8 strings (integer ids as their decimal digits)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if _is_text(column.type):
+        return _valid_utf8(column)
+    return column.cast(pa.string())
+
+
+def _valid_utf8(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Bytes that are not UTF-8 (e.g. lone surrogates written as CESU-8) become U+FFFD, never a crash.
+
+    Parquet readers do not check that string data is UTF-8, and Python cannot decode it, so a single
+    bad value would otherwise kill the DataLoader worker that converts it.
+    """
     try:
-        return column.cast(pa.string())
+        text = column.cast(pa.string())
+        text.validate(full=True)
+        return text
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])
+        values = column.cast(pa.large_binary()).to_pylist()
+        return pa.chunked_array([pa.array([None if v is None else v.decode("utf-8", "replace") for v in values], pa.string())])

@@ -8,6 +8,9 @@ own share of the chunks and writes its own parts.
 from __future__ import annotations
 
 import os
+import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 
 from .console import progress_bar, say, stderr, summarise_parts, summary_table
 from .engine import ChunkResult, ScoreOptions, load_job_student, plan_job, run_chunks
-from .errors import JobError
+from .errors import Interrupted, JobError, JobFailed
 from .writing import OutputFolder
 
 
@@ -64,10 +67,25 @@ def execute(opts: ScoreOptions, after: Callable[[], None] | None = None) -> dict
             rate = scored / max(1e-9, time.perf_counter() - score_start)
             progress.update(task, advance=result.rows, rate=rate)
 
-        run_chunks(student, plan, folder, rank, world, on_chunk)
-    accelerator.wait_for_everyone()
+        with StopOnSignal() as stop:
+            finished = run_chunks(student, plan, folder, rank, world, on_chunk, stop.requested)
+    if not finished:
+        name = signal.Signals(stop.signum).name
+        raise Interrupted(
+            f"{name} received; stopped after the chunk in flight with {folder.done_rows():,} of {plan.rows:,} rows "
+            f"scored in {opts.out}. Rerun the same command to resume",
+            stop.signum,
+        )
+    try:
+        accelerator.wait_for_everyone()
+    except RuntimeError as exc:  # gloo/NCCL: a peer rank died while this one waited for it
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()).split(". ")[0][:200]  # no source-file prefix
+        raise JobFailed(
+            f"another process of this job failed ({reason}); this process finished its chunks: "
+            "rerun the same command to resume"
+        ) from None
 
-    summary = summarise_parts(folder.part_files())
+    summary = summarise_parts(folder.finished_parts())
     timing = (time.perf_counter() - score_start, time.perf_counter() - start)
     scored_now = folder.done_rows() - done_rows  # every rank's work, read from the manifests
     if summary["rows"] != plan.rows and accelerator.is_main_process:
@@ -83,3 +101,37 @@ def _mixed_precision(opts: ScoreOptions) -> str:
     if opts.dtype == "float16" and not torch.cuda.is_available():
         raise JobError("--dtype float16 needs a GPU; use bfloat16 or float32 on CPU")
     return {"bfloat16": "bf16", "float16": "fp16"}.get(opts.dtype, "no")
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask the job to stop after the chunk in flight; a second one stops it at once.
+
+    Either way the output stays resumable: parts are atomic and only manifest-recorded parts count.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        stderr.print(f"mulcot-batch: {signal.Signals(signum).name} received, stopping after the chunk in flight "
+                     "(send it again to stop at once)")
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -95,3 +99,64 @@ def hostile_dump(tmp_path: Path) -> Path:
 
 def read_output(out: Path) -> pl.DataFrame:
     return pl.read_parquet(sorted((out / "parts").glob("part-*.parquet")))
+
+
+# --- shared by the reliability tests (crash, multi-process, bad input, hostile content, memory, disk) ---
+
+CLI = [sys.executable, "-m", "mulcot_batch.cli"]
+# The tiny random Qwen2.5-VL: greedy and float32, so two runs over the same chunks agree exactly.
+TINY = ["--dtype", "float32", "--quiet"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment of a CLI subprocess: one OpenMP thread (the box is shared), no fault injection
+    unless asked for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULCOT_BATCH_CRASH")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
+    return env
+
+
+def run_job(args: list, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`mulcot-batch ARGS` in a real process (so SIGKILL, signals and exit statuses are real)."""
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=cli_env(**env))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .tiny_qwen import build_tiny_qwen
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen-session"))
+
+
+def text_dump(path: Path, rows: int, distinct: int | None = None, **extra_columns) -> Path:
+    """A text-only dump of `rows` posts with unique ids; `distinct` repeats texts (retweets)."""
+    words = ["great", "awful", "fine", "love", "hate", "meh", "best", "worst", "okay", "happy", "sad"]
+    n = distinct or rows
+    texts = [f"post {i % n} is {words[i % n % len(words)]} and {words[(i % n) // len(words) % len(words)]}" for i in range(rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"post_id": [f"id-{i:07d}" for i in range(rows)], "text": texts, **extra_columns}).write_parquet(path)
+    return path
+
+
+def manifest_entries(out: Path) -> list[dict]:
+    """Every whole manifest line of every rank (torn lines skipped)."""
+    entries = []
+    for path in sorted((out / "manifest").glob("rank-*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return entries
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """In-process jobs use one thread, like the CLI subprocesses (OMP_NUM_THREADS=1): same sums, same
+    greedy choices, and no threads waiting on each other on a busy 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

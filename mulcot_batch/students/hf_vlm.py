@@ -125,7 +125,7 @@ class HFVLMPreparer(Preparer):
         return batch
 
 
-def load_processor(path: str | Path) -> Any:
+def load_processor(path: str | Path, trust_remote_code: bool = False) -> Any:
     """`AutoProcessor.from_pretrained`, with a fallback for Qwen-VL-style processors without torchvision.
 
     transformers 5.x loads the video half of such processors with torchvision and refuses to build
@@ -136,7 +136,7 @@ def load_processor(path: str | Path) -> Any:
     import transformers
 
     try:
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except ImportError as error:
         if "torchvision" not in str(error).lower():
             raise
@@ -147,8 +147,8 @@ def load_processor(path: str | Path) -> Any:
         if class_name is None or not hasattr(transformers, class_name):
             raise
         processor_class = getattr(transformers, class_name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    image_processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     chat_template = _saved_chat_template(Path(path)) or tokenizer.chat_template
     check = ProcessorMixin.check_argument_for_proper_class
 
@@ -213,26 +213,31 @@ class HFVLMStudent(Student):
         device: str | torch.device = "cpu",
         image_size: int = 280,
         max_text_chars: int = 2000,
+        trust_remote_code: bool = False,
     ) -> "HFVLMStudent":
-        """Load weights and processor from a local folder; never reaches a hub."""
+        """Load weights and processor from a local folder; never reaches a hub, never unpickles weights."""
         from transformers import AutoModelForImageTextToText
 
         path = Path(path)
         torch_dtype = _resolve_dtype(dtype, device)
-        processor = load_processor(path)
+        processor = load_processor(path, trust_remote_code=trust_remote_code)
         tokenizer = processor.tokenizer
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"the tokenizer in {path} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype, local_files_only=True, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
         name = path.name
         weights = f"Hugging Face model from {path}"
         if adapter is not None:
             from peft import PeftModel
 
             # Merged: inference only, and a plain model keeps `generate` and `logits_to_keep` as they are.
+            if not (Path(adapter) / "adapter_model.safetensors").is_file():
+                raise ValueError(f"adapter folder {adapter} holds no adapter_model.safetensors (pickle weights are refused)")
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
             name = f"{name}+{Path(adapter).name}"
             weights += f" with the LoRA adapter from {adapter} merged in"

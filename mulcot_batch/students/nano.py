@@ -29,6 +29,8 @@ IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 ENCODER_CHANNELS = 1280
 PLACEHOLDER_ID = 0  # overwritten by image embeddings; the id itself is never seen by the LM
+MAX_ASPECT_CHARS = 200  # aspects are short target phrases; a longer one is clipped
+MAX_CHARS_PER_TOKEN = 64  # text beyond max_text_tokens * this many characters is never tokenized
 
 
 @dataclass
@@ -76,6 +78,17 @@ class NanoPreparer(Preparer):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.image_size = config.image_size  # lets the image loader decode JPEGs at reduced scale
+        added = list(tokenizer.get_added_vocab()) if hasattr(tokenizer, "get_added_vocab") else []
+        self._special_strings = sorted({t for t in tokenizer.all_special_tokens + added if len(t) > 1}, key=len, reverse=True)
+
+    def _user_aspect(self, aspect: str | None) -> str | None:
+        """The aspect is part of the instruction text, so its special-token spellings are blanked."""
+        if not aspect:
+            return aspect
+        aspect = aspect[:MAX_ASPECT_CHARS]
+        for token in self._special_strings:
+            aspect = aspect.replace(token, " ")
+        return aspect
 
     def _ids(self, text: str, user_text: bool = False) -> list[int]:
         # User text never gets to spell special tokens such as <|im_start|>.
@@ -83,10 +96,14 @@ class NanoPreparer(Preparer):
 
     def prompt_ids(self, post: Post, reasoning: bool) -> tuple[list[int], list[bool]]:
         """Token ids of the label or reasoning prompt, and which positions are image tokens."""
-        filled = self.config.template.replace("{task}", self.config.task(post.aspect, reasoning))
-        before_text, rest = filled.split("{text}")
+        # Split the template before the aspect goes in, so an aspect spelling "{text}" stays text.
+        before_text, rest = self.config.template.split("{text}")
         before_image, after_image = rest.split("{image}")
-        text_ids = self._ids(post.text, user_text=True)[: self.config.max_text_tokens]
+        task = self.config.task(self._user_aspect(post.aspect), reasoning)
+        before_text, before_image, after_image = (p.replace("{task}", task) for p in (before_text, before_image, after_image))
+        # Cut absurdly long posts by characters first, so a megabyte of text costs no more to tokenize than a page.
+        text = post.text[: self.config.max_text_tokens * MAX_CHARS_PER_TOKEN]
+        text_ids = self._ids(text, user_text=True)[: self.config.max_text_tokens]
         if post.image is not None:
             image_ids = [PLACEHOLDER_ID] * self.config.image_tokens
         else:
