@@ -27,12 +27,7 @@ from .conftest import read_output, run_cli, write_image
 TINY_ARGS = ["--batch-size", "4", "--rationales", "none", "--workers", "0", "--dtype", "float32", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def png_bomb(path: Path, side: int = 30_000) -> Path:

@@ -34,13 +34,7 @@ def _image(width: int, height: int, seed: int, grayscale: bool = False) -> Image
     return image.convert("L").convert("RGB") if grayscale else image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's matmuls are microseconds: on a busy 2-core box OpenMP threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
