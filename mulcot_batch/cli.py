@@ -101,6 +101,9 @@ def run(ctx: click.Context, job_file: str, overwrite: bool, quiet: bool) -> None
         command.main(args, prog_name=f"mulcot-batch {command.name}", standalone_mode=False)
 
 
+_SCORE_FIRST_OPTIONS = ("model", "adapter", "rationales", "batch_size", "max_new_tokens", "image_root", "limit", "workers", "dtype", "overwrite")
+
+
 @main.command()
 @click.argument("scored")
 @click.option("--gold", default=None, help="Parquet with the gold labels (and optionally reference chains).")
