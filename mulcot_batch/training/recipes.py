@@ -187,7 +187,7 @@ def _teacher_logits(opts: TrainOptions, examples: list[Example], out: Path, log)
     cache = out / "teacher_logits.pt"
     ids = [e.post_id for e in examples]
     if cache.is_file():
-        saved = torch.load(cache, weights_only=False)
+        saved = torch.load(cache, weights_only=True)
         if saved["ids"] == ids and saved["assistant"] == str(opts.assistant):
             return saved["logits"]
     started = time.perf_counter()
