@@ -18,7 +18,6 @@ for annotate). Relative paths are relative to the current directory, as on the c
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -37,7 +36,7 @@ def read_job(path: Path) -> dict:
     if not path.is_file():
         raise JobError(f"job file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"job file {path} is not valid TOML: {exc}") from None
     if not data:

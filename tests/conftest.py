@@ -25,17 +25,6 @@ SHARED_T15 = REPO.parent / "shared" / "data" / "t15"
 FAST = ["--batch-size", "8", "--max-new-tokens", "6", "--workers", "0", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models' matmuls take microseconds: on a busy 2-core box OpenMP threads only wait on each other."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(*args: str):
     """Invoke the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -18,7 +18,6 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
-import torch
 
 from mulcot_batch.schema import LABELS, output_schema
 from mulcot_batch.students.base import Post

@@ -143,6 +143,8 @@ def test_job_file_errors_are_one_line(tmp_path: Path):
     assert result.exit_code == 2 and "unknown option 'bogus'" in result.stderr
     job.write_text('[explode]\nx = 1\n')
     assert "not a mulcot-batch command" in run_cli("run", job).stderr
+    job.write_text("# nothing to do\n")
+    assert "has no stages" in run_cli("run", job).stderr
 
 
 @pytest.mark.parametrize("workers", ["2"])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..schema import LABELS
-from .batches import IGNORE, Sequence, collate, plan_batches
+from .batches import IGNORE, Sequence, plan_batches
 
 
 @dataclass
