@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from .. import weights
 from ..errors import JobError
 from ..students.base import label_token_ids
-from ..students.nano import NanoConfig, NanoModel, NanoStudent, load_encoder
+from ..students.nano import NanoConfig, NanoModel, NanoPreparer, NanoStudent, load_encoder
 from .batches import build_sequences, collate
 from .data import Example, ImageFeatureCache, load_examples
 from .loop import Trainer, TrainConfig, predict
@@ -80,7 +80,7 @@ def train_nano(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
     log(f"training data: {len(train)} labelled posts, {len(chains)} chains; rules applied: {dict(counts)}")
 
     model, tokenizer, peft_model = build_model(opts)
-    preparer = NanoStudent(model, tokenizer, "").preparer()
+    preparer = NanoPreparer(model.config, tokenizer)
     features = ImageFeatureCache(out.parent / "image_features.pt")
     started = time.perf_counter()
     features.ensure([e.image for e in train + chains + dev] if opts.use_images else [], preparer.pixels, model.image_features)
