@@ -242,8 +242,18 @@ def _train(params: dict) -> None:
     config_keys = {f for f in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**{k: v for k, v in params.items() if k in config_keys})
     opts = TrainOptions(config=config, **{k: v for k, v in params.items() if k not in config_keys})
-    summary = train_model(opts, log=lambda message: click.echo(message, err=True))
-    click.echo(f"best epoch {summary['best_epoch']}; model in {Path(opts.out) / 'best'}", err=True)
+    summary = train_model(opts, log=_main_process_log())
+    _main_process_log()(f"best epoch {summary['best_epoch']}; model in {Path(opts.out) / 'best'}")
+
+
+def _main_process_log() -> Callable[[str], None]:
+    """Under `accelerate launch` only rank 0 speaks; the others train silently."""
+    import torch
+    from accelerate import PartialState
+
+    if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+        return lambda message: click.echo(message, err=True)
+    return lambda message: None
 
 
 @main.command("train-assistant")
