@@ -28,7 +28,7 @@ def _options(data: tuple[Path, Path, Path], model: Path, out: Path, **changes) -
     train, dev, chains = data
     # 8192 tokens: one batch of every label sequence, one of every chain: the 2 steps train both tasks.
     config = TrainConfig(epochs=1, max_steps=2, token_budget=8192, checkpoint_every=1, w_kd=changes.pop("w_kd", 0.0), bf16=False)
-    settings = dict(lora_r=4, lora_alpha=8, lora_dropout=0.2, chain_holdout=0.25, max_chain_tokens=32) | changes
+    settings = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.2, "chain_holdout": 0.25, "max_chain_tokens": 32} | changes
     return TrainOptions(train=str(train), dev=str(dev), chains=str(chains), out=str(out), model=str(model), config=config, **settings)
 
 

@@ -30,7 +30,14 @@ from ..students.hf_vlm import HFVLMPreparer, HFVLMStudent
 from .batches import LazyBatches, Prompt, build_sequences, collate, in_order
 from .data import Example
 from .loop import Trainer, training_accelerator
-from .run import LORA_TARGETS, TrainOptions, cached_teacher_logits, load_run_data, training_sequences, write_summary
+from .run import (
+    LORA_TARGETS,
+    TrainOptions,
+    cached_teacher_logits,
+    load_run_data,
+    training_sequences,
+    write_summary,
+)
 
 #: The language model's projections only: the vision tower has modules of the same names.
 LANGUAGE_LORA_TARGETS = rf"^(?!.*visual).*\.({'|'.join(LORA_TARGETS)})$"

@@ -16,10 +16,16 @@ from safetensors.torch import load_file, save_file
 
 from .. import weights
 from ..students.base import label_token_ids
-from ..students.nano import NanoConfig, NanoModel, NanoPreparer, NanoStudent, load_encoder
+from ..students.nano import (
+    NanoConfig,
+    NanoModel,
+    NanoPreparer,
+    NanoStudent,
+    load_encoder,
+)
 from .batches import LazyBatches, NanoPrompts, build_sequences, collate, in_order
 from .data import Example, ImageFeatureCache
-from .loop import Trainer, TrainConfig, predict, training_accelerator
+from .loop import TrainConfig, Trainer, predict, training_accelerator
 from .run import (  # noqa: F401  (TrainOptions and chain_split are imported from here too)
     LORA_TARGETS,
     TrainOptions,
