@@ -195,6 +195,8 @@ def annotate(input_file: str, **options) -> None:
 def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: float, epochs: int) -> Callable:
     """The options shared by train-assistant and distill; the defaults differ per stage."""
     options = [
+        click.option("--model", default="nano", show_default=True,
+                     help="'nano', or a local Hugging Face image-text-to-text folder (e.g. Qwen2.5-VL-7B-Instruct) to train."),
         click.option("--train", required=True, help="Labelled posts (post_id, text, aspect, image_path, label)."),
         click.option("--dev", required=True, help="Labelled dev posts: evaluated every epoch, best epoch kept."),
         click.option("--chains", default=None, help="Teacher chains (annotate's output or rationales.parquet)."),
@@ -212,7 +214,7 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
                      help="Times each training chain is seen per epoch (chains are few next to labels)."),
         click.option("--epochs", type=int, default=epochs, show_default=True),
         click.option("--lr", type=float, default=2e-4, show_default=True),
-        click.option("--projector-lr", type=float, default=1e-3, show_default=True),
+        click.option("--projector-lr", type=float, default=1e-3, show_default=True, help="nano: the image projector's rate."),
         click.option("--token-budget", type=int, default=2048, show_default=True, help="Tokens per batch (rows x length)."),
         click.option("--grad-accum", type=int, default=1, show_default=True),
         click.option("--w-label", type=float, default=1.0, show_default=True, help="Weight of the label-prompt loss."),
@@ -233,30 +235,43 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
     return decorate
 
 
-def _train(assistant: str | None, params: dict) -> None:
+def _train(params: dict) -> None:
     from .training.loop import TrainConfig
-    from .training.recipes import TrainOptions, train_nano
+    from .training.run import TrainOptions, train_model
 
     config_keys = {f for f in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**{k: v for k, v in params.items() if k in config_keys})
-    opts = TrainOptions(assistant=assistant, config=config, **{k: v for k, v in params.items() if k not in config_keys})
-    summary = train_nano(opts, log=lambda message: click.echo(message, err=True))
-    click.echo(f"best epoch {summary['best_epoch']}; model in {Path(opts.out) / 'best'}", err=True)
+    opts = TrainOptions(config=config, **{k: v for k, v in params.items() if k not in config_keys})
+    summary = train_model(opts, log=_main_process_log())
+    _main_process_log()(f"best epoch {summary['best_epoch']}; model in {Path(opts.out) / 'best'}")
+
+
+def _main_process_log() -> Callable[[str], None]:
+    """Under `accelerate launch` only rank 0 speaks; the others train silently."""
+    import torch
+    from accelerate import PartialState
+
+    if PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+        return lambda message: click.echo(message, err=True)
+    return lambda message: None
 
 
 @main.command("train-assistant")
 @training_options(lora_r=64, lora_dropout=0.2, w_reason=0.5, w_kd=0.0, epochs=2)
 def train_assistant(**params) -> None:
     """Multi-task fine-tuning of the assistant (label prompt + chain prompt); resumable."""
-    _train(None, params)
+    _train(params)
 
 
 @main.command()
-@click.option("--assistant", default=None, help="The trained assistant folder (train-assistant's OUT/best).")
+@click.option("--assistant", default=None,
+              help="The trained assistant: train-assistant's OUT/best (nano), OUT/best/adapter or OUT/best/model (HF).")
+@click.option("--assistant-model", default=None,
+              help="HF: the base folder of an adapter --assistant [default: the base the adapter records].")
 @training_options(lora_r=16, lora_dropout=0.05, w_reason=0.5, w_kd=1.0, epochs=1)
-def distill(assistant: str | None, **params) -> None:
+def distill(**params) -> None:
     """Joint training of the student: label + chain tasks + KD from the frozen assistant; resumable."""
-    _train(assistant, params)
+    _train(params)
 
 @main.command()
 @click.argument("scored", nargs=-1, required=True)

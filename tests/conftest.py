@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mulcot_batch.cli import main
+from mulcot_batch.prompts import format_chain
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data"
@@ -160,3 +161,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return write_labelled(tmp_path)
+
+
+def write_labelled(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Train/dev splits and a few chains from the sample dump, with a bad row of each kind."""
+    posts = pl.read_parquet(SAMPLE / "posts.parquet").rename({"gold_label": "label"}).drop("created_at")
+    fields = {"text_analysis": "The text is calm.", "image_analysis": "The image is plain.",
+              "conflict_resolution": "No conflict.", "final_conclusion": "Overall it is neutral."}
+    chains = posts.head(4).with_columns(pl.lit(format_chain(fields, "neutral")).alias("rationale"))
+    bad = pl.DataFrame({"post_id": [None, "dup", "dup", "odd"], "text": ["x"] * 4, "aspect": [None] * 4,
+                        "image_path": [None] * 4, "label": ["neutral", "neutral", "neutral", "happy"]})
+    train, dev, chain_file = tmp_path / "train.parquet", tmp_path / "dev.parquet", tmp_path / "chains.parquet"
+    pl.concat([posts.slice(10, 12), bad], how="diagonal_relaxed").write_parquet(train)
+    posts.slice(40, 6).write_parquet(dev)
+    chains.write_parquet(chain_file)
+    shutil.copytree(SAMPLE / "images", tmp_path / "images")
+    return train, dev, chain_file

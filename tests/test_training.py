@@ -1,6 +1,5 @@
 """train-assistant / distill on a few real posts: the pipeline runs, saves scorable parts, resumes."""
 
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -13,26 +12,9 @@ from mulcot_batch.training.data import load_examples, short_chain
 from mulcot_batch.training.loop import TrainConfig
 from mulcot_batch.training.recipes import TrainOptions, train_nano
 
-from .conftest import SAMPLE, read_output, run_cli
+from .conftest import read_output, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def labelled(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """Train/dev splits and a few chains from the sample dump, with a bad row of each kind."""
-    posts = pl.read_parquet(SAMPLE / "posts.parquet").rename({"gold_label": "label"}).drop("created_at")
-    fields = {"text_analysis": "The text is calm.", "image_analysis": "The image is plain.",
-              "conflict_resolution": "No conflict.", "final_conclusion": "Overall it is neutral."}
-    chains = posts.head(4).with_columns(pl.lit(format_chain(fields, "neutral")).alias("rationale"))
-    bad = pl.DataFrame({"post_id": [None, "dup", "dup", "odd"], "text": ["x"] * 4, "aspect": [None] * 4,
-                        "image_path": [None] * 4, "label": ["neutral", "neutral", "neutral", "happy"]})
-    train, dev, chain_file = tmp_path / "train.parquet", tmp_path / "dev.parquet", tmp_path / "chains.parquet"
-    pl.concat([posts.slice(10, 12), bad], how="diagonal_relaxed").write_parquet(train)
-    posts.slice(40, 6).write_parquet(dev)
-    chains.write_parquet(chain_file)
-    shutil.copytree(SAMPLE / "images", tmp_path / "images")
-    return train, dev, chain_file
 
 
 def test_training_rules_skip_bad_rows(labelled):
@@ -61,7 +43,7 @@ def test_a_chain_that_contradicts_its_gold_label_trains_the_label_only(tmp_path:
 
 def test_chain_prompts_name_the_gold_label_and_repeat():
     from mulcot_batch.students.nano import NanoConfig, NanoPreparer
-    from mulcot_batch.training.batches import build_sequences
+    from mulcot_batch.training.batches import NanoPrompts, build_sequences
     from mulcot_batch.training.data import Example
     from mulcot_batch.training.recipes import COMPACT_TASKS, COMPACT_TEMPLATE
     from mulcot_batch.weights import smollm2_folder
@@ -71,7 +53,7 @@ def test_chain_prompts_name_the_gold_label_and_repeat():
     preparer = NanoPreparer(NanoConfig(template=COMPACT_TEMPLATE, tasks=COMPACT_TASKS), tokenizer)
     chain = format_chain({"text_analysis": "Bad.", "image_analysis": "Grey.", "conflict_resolution": "None.",
                           "final_conclusion": "Sad."}, "negative")
-    seqs = build_sequences([Example("a", "rain again", "Monday", None, "negative", chain)], preparer, False, 64)
+    seqs = build_sequences([Example("a", "rain again", "Monday", None, "negative", chain)], NanoPrompts(preparer, False), 64)
     reason = next(s for s in seqs if s.task == "reason")
     prompt = tokenizer.decode([i for i, t in zip(reason.ids, reason.targets) if t == -100])
     assert "Explain why the sentiment toward Monday is negative." in prompt

@@ -210,6 +210,10 @@ class NanoModel(nn.Module):
             embeds[batch["image_mask"]] = image_embeds.reshape(-1, embeds.shape[-1])
         return embeds
 
+    def get_output_embeddings(self) -> nn.Module:
+        """The LM's vocabulary head (named as in transformers): training applies it to few positions."""
+        return self.lm.get_output_embeddings()
+
     def hidden_states(self, batch: dict[str, Any]) -> torch.Tensor:
         """Last hidden states of the LM, without the vocabulary projection (training reads few positions)."""
         attention = batch["attention_mask"]

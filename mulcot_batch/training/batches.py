@@ -1,24 +1,43 @@
-"""Training and evaluation batches for the nano family: prompts from the inference preparer.
+"""Training and evaluation batches, for every model family: prompts from the inference preparers.
 
 The label task is the label prompt (ending in `"Prediction":`) followed by ` <label><|im_end|>`;
-the reasoning task is the reasoning prompt followed by the teacher chain and `<|im_end|>`. Both
-prompts come from `NanoPreparer.prompt_ids`, so training sees exactly what scoring will send.
+the reasoning task is the reasoning prompt followed by the teacher chain and `<|im_end|>`. A
+family's `PromptSource` builds the prompts with the same preparer that scoring uses
+(`NanoPreparer.prompt_ids`, `HFVLMPreparer.prepare`), so training sees exactly what scoring sends.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 from ..schema import LABELS
 from ..students.base import Post
 from ..students.nano import NanoPreparer
-from .data import Example, ImageFeatureCache
+from .data import Example
 
 IGNORE = -100
+
+
+@dataclass
+class Prompt:
+    """A tokenized prompt: ids, which positions are image tokens, and any per-token ids a processor adds."""
+
+    ids: list[int]
+    image_mask: list[bool]
+    extra: dict[str, list[int]] = field(default_factory=dict)  # e.g. Qwen's mm_token_type_ids
+
+
+class PromptSource(Protocol):
+    """What a model family gives the sequence builder: its tokenizer and its two prompts per post."""
+
+    tokenizer: Any
+
+    def prompt(self, example: Example, reasoning: bool) -> Prompt: ...
 
 
 @dataclass
@@ -29,25 +48,42 @@ class Sequence:
     label_pos: int  # position whose next-token logits hold the label (label task); -1 otherwise
     example: int  # index into the example list
     task: str
+    extra: dict[str, list[int]] = field(default_factory=dict)
+
+
+class NanoPrompts:
+    """The nano family's prompts; chain prompts name the gold label (the chain explains it)."""
+
+    def __init__(self, preparer: NanoPreparer, use_images: bool) -> None:
+        self.preparer, self.use_images, self.tokenizer = preparer, use_images, preparer.tokenizer
+
+    def prompt(self, example: Example, reasoning: bool) -> Prompt:
+        post = Post(example.text, example.aspect, _marker if (self.use_images and example.image is not None) else None)
+        ids, mask = self.preparer.prompt_ids(post, reasoning=reasoning, label=example.label if reasoning else None)
+        return Prompt(ids, mask)
 
 
 def build_sequences(
-    examples: list[Example], preparer: NanoPreparer, use_images: bool, max_chain_tokens: int, reasoning: bool = True
+    examples: list[Example], prompts: PromptSource, max_chain_tokens: int, reasoning: bool = True
 ) -> list[Sequence]:
     """One label sequence per example, plus one reasoning sequence per example with a chain."""
-    tok = preparer.tokenizer
+    tok = prompts.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     sequences = []
     for index, ex in enumerate(examples):
-        post = Post(ex.text, ex.aspect, _marker if (use_images and ex.image is not None) else None)
-        ids, mask = preparer.prompt_ids(post, reasoning=False)
         answer = [tok.encode(" " + ex.label, add_special_tokens=False)[0], end]
-        sequences.append(Sequence(ids + answer, mask + [False] * 2, [IGNORE] * len(ids) + answer, len(ids) - 1, index, "label"))
+        sequences.append(_sequence(prompts.prompt(ex, reasoning=False), answer, index, "label"))
         if reasoning and ex.chain:
-            ids, mask = preparer.prompt_ids(post, reasoning=True, label=ex.label)
             chain = tok.encode(ex.chain, add_special_tokens=False)[:max_chain_tokens] + [end]
-            sequences.append(Sequence(ids + chain, mask + [False] * len(chain), [IGNORE] * len(ids) + chain, -1, index, "reason"))
+            sequences.append(_sequence(prompts.prompt(ex, reasoning=True), chain, index, "reason"))
     return sequences
+
+
+def _sequence(prompt: Prompt, answer: list[int], example: int, task: str) -> Sequence:
+    n, k = len(prompt.ids), len(answer)
+    label_pos = n - 1 if task == "label" else -1
+    extra = {key: values + [0] * k for key, values in prompt.extra.items()}
+    return Sequence(prompt.ids + answer, prompt.image_mask + [False] * k, [IGNORE] * n + answer, label_pos, example, task, extra)
 
 
 class _ImageMarker:
@@ -76,15 +112,23 @@ def plan_batches(sequences: list[Sequence], token_budget: int, seed: int) -> lis
     return batches
 
 
+def in_order(count: int, size: int) -> list[list[int]]:
+    """Consecutive index batches of `size` (evaluation keeps the input order)."""
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
+ImageInputs = Callable[[list[Example]], dict[str, Any]]
+
+
 def collate(
     sequences: list[Sequence],
     indices: list[int],
     examples: list[Example],
-    features: ImageFeatureCache,
+    image_inputs: ImageInputs,
     pad_id: int,
     teacher: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Right-padded tensors; image features in row order for the image-token positions."""
+    """Right-padded tensors; `image_inputs` gives the image tensors of the rows with an image, in row order."""
     rows = [sequences[i] for i in indices]
     width = max(len(r.ids) for r in rows)
     n = len(rows)
@@ -92,25 +136,39 @@ def collate(
     targets = torch.full((n, width), IGNORE, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
     image_mask = torch.zeros((n, width), dtype=torch.bool)
-    feats = []
+    extra = {key: torch.zeros((n, width), dtype=torch.long) for key in rows[0].extra}
     for row, seq in enumerate(rows):
         k = len(seq.ids)
         ids[row, :k] = torch.tensor(seq.ids)
         targets[row, :k] = torch.tensor(seq.targets)
         attention[row, :k] = 1
         image_mask[row, :k] = torch.tensor(seq.image_mask)
-        if any(seq.image_mask):
-            feats.append(features.get(examples[seq.example].image))
+        for key, values in seq.extra.items():
+            extra[key][row, :k] = torch.tensor(values)
     batch = {
         "input_ids": ids,
         "attention_mask": attention,
         "image_mask": image_mask,
-        "image_features": torch.stack(feats) if feats else None,
         "targets": targets,
         "label_pos": torch.tensor([r.label_pos for r in rows]),
         "gold": torch.tensor([LABELS.index(examples[r.example].label) for r in rows]),
         "task": rows[0].task,
+        **extra,
+        **image_inputs([examples[r.example] for r in rows if any(r.image_mask)]),
     }
     if teacher is not None:
         batch["teacher"] = teacher[[r.example for r in rows]]
     return batch
+
+
+class LazyBatches:
+    """Batches built when iterated (each evaluation), so image tensors never pile up in memory."""
+
+    def __init__(self, plan: list[list[int]], make: Callable[[list[int]], dict[str, Any]]) -> None:
+        self.plan, self.make = plan, make
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self.make(indices) for indices in self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)

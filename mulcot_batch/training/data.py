@@ -143,3 +143,8 @@ class ImageFeatureCache:
 
     def get(self, image: Path | None) -> torch.Tensor | None:
         return None if image is None else self.features[str(image)]
+
+    def inputs(self, examples: list[Example]) -> dict[str, torch.Tensor | None]:
+        """The nano batch's image input: cached features of these examples' images, in order."""
+        feats = [self.features[str(e.image)] for e in examples]
+        return {"image_features": torch.stack(feats) if feats else None}

@@ -1,10 +1,14 @@
-"""The multi-task training loop shared by `train-assistant` and `distill`.
+"""The multi-task training loop shared by `train-assistant` and `distill`, for every model family.
 
 loss = w_label * CE(label token) + w_reason * CE(chain tokens) + w_kd * T^2 * KL(assistant || student)
 where the KD term compares temperature-softened distributions over the three label tokens at the
 prediction position (the assistant's logits are precomputed once: on CPU that halves the cost).
 A dev evaluation after every epoch keeps the best checkpoint; a checkpoint every N steps and at
 every epoch end makes a killed run resumable.
+
+A family's model only has to give `hidden_states(batch)` (last hidden states) and
+`get_output_embeddings()` (the vocabulary head). accelerate runs the loop: bf16 autocast, the
+device, and several processes (`accelerate launch`), each taking its share of every epoch's batches.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..schema import LABELS
 from .batches import IGNORE, Sequence, plan_batches
@@ -52,26 +59,67 @@ class TrainState:
     best_epoch: int = -1
 
 
+@contextmanager
+def training_accelerator(bf16: bool) -> Iterator[Any]:
+    """An Accelerator with this stage's precision (bf16 autocast on GPU and CPU alike).
+
+    A job file runs its stages in one process, and accelerate keeps one precision per process: the
+    shared state is cleared before and after training, so a `score` stage that follows (or came
+    before) gets its own. The process group of `accelerate launch` is kept.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    # A text-only batch leaves the nano projector unused; DDP has to be told that may happen.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    try:
+        yield Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    finally:
+        AcceleratorState._reset_state()
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
 def label_logits_at(model, batch: dict[str, Any], hidden: torch.Tensor, label_ids: list[int]) -> torch.Tensor:
     """Logits of the three label tokens at each row's prediction position."""
-    rows = torch.arange(hidden.shape[0])
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
     picked = hidden[rows, batch["label_pos"]]
-    return model.lm.lm_head(picked)[:, label_ids].float()
+    return model.get_output_embeddings()(picked)[:, label_ids].float()
 
 
-def batch_loss(model, batch: dict[str, Any], cfg: TrainConfig, label_ids: list[int]) -> tuple[torch.Tensor, dict]:
-    hidden = model.hidden_states(batch)
+class TaskLogits(nn.Module):
+    """What the losses read, computed in `forward`: DDP synchronises gradients through forward only.
+
+    Returns the vocabulary logits at the target positions, and the label-token logits at the
+    prediction position when the batch carries the assistant's (for the KD term).
+    """
+
+    def __init__(self, model: nn.Module, label_ids: list[int]) -> None:
+        super().__init__()
+        self.model, self.label_ids = model, label_ids
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden = self.model.hidden_states(batch)
+        selected = batch["targets"][:, 1:] != IGNORE
+        token_logits = self.model.get_output_embeddings()(hidden[:, :-1][selected]).float()
+        label_logits = label_logits_at(self.model, batch, hidden, self.label_ids) if "teacher" in batch else None
+        return token_logits, label_logits
+
+
+def batch_loss(module: nn.Module, batch: dict[str, Any], cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    token_logits, label_logits = module(batch)
     targets = batch["targets"][:, 1:]
-    selected = targets != IGNORE
-    logits = model.lm.lm_head(hidden[:, :-1][selected]).float()
-    ce = F.cross_entropy(logits, targets[selected])
+    ce = F.cross_entropy(token_logits, targets[targets != IGNORE])
     parts = {"ce_" + batch["task"]: round(ce.item(), 4)}
     if batch["task"] == "reason":
         return cfg.w_reason * ce, parts
     loss = cfg.w_label * ce
-    if cfg.w_kd > 0 and "teacher" in batch:
+    if cfg.w_kd > 0 and label_logits is not None:
         t = cfg.kd_temperature
-        student = F.log_softmax(label_logits_at(model, batch, hidden, label_ids) / t, dim=-1)
+        student = F.log_softmax(label_logits / t, dim=-1)
         teacher = F.softmax(batch["teacher"].float() / t, dim=-1)
         kd = F.kl_div(student, teacher, reduction="batchmean") * t * t
         loss = loss + cfg.w_kd * kd
@@ -80,14 +128,16 @@ def batch_loss(model, batch: dict[str, Any], cfg: TrainConfig, label_ids: list[i
 
 
 @torch.inference_mode()
-def predict(model, batches: list[dict[str, Any]], label_ids: list[int], bf16: bool) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, batches: Iterable[dict[str, Any]], label_ids: list[int], bf16: bool) -> tuple[np.ndarray, np.ndarray]:
     """Label-token logits (n, 3) and gold indices for label-task batches (dev evaluation, teacher logits)."""
     model.eval()
+    device = next(model.parameters()).device
     logits, gold = [], []
     for batch in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hidden = model.hidden_states(batch)
-            logits.append(label_logits_at(model, batch, hidden, label_ids).cpu())
+        inputs = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            hidden = model.hidden_states(inputs)
+            logits.append(label_logits_at(model, inputs, hidden, label_ids).cpu())
         gold.append(batch["gold"])
     return torch.cat(logits).numpy(), torch.cat(gold).numpy()
 
@@ -105,35 +155,40 @@ def label_scores(logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
 
 
 class Trainer:
-    """Runs epochs over planned batches; `save_best(dir)` writes the model's deliverable parts."""
+    """Runs epochs over planned batches; `save_best(dir)` writes the model's deliverable parts.
+
+    `groups` are the optimizer's parameter groups (default: every trainable parameter at `cfg.lr`);
+    checkpoints hold the trainable parameters by their names in `model`, whatever wraps it.
+    """
 
     def __init__(
         self,
-        model,
+        model: nn.Module,
         sequences: list[Sequence],
         make_batch: Callable[[list[int]], dict[str, Any]],
-        dev_batches: list[dict[str, Any]],
+        dev_batches: Iterable[dict[str, Any]],
         label_ids: list[int],
         cfg: TrainConfig,
         work_dir: Path,
         save_best: Callable[[Path], None],
+        accelerator: Any,
         log: Callable[[str], None] = print,
+        groups: list[dict[str, Any]] | None = None,
     ) -> None:
         self.model, self.sequences, self.make_batch = model, sequences, make_batch
         self.dev_batches, self.label_ids, self.cfg = dev_batches, label_ids, cfg
-        self.work_dir, self.save_best, self.log = work_dir, save_best, log
+        self.work_dir, self.save_best, self.accelerator = work_dir, save_best, accelerator
+        self.main = accelerator.is_main_process
+        self.log = log if self.main else (lambda message: None)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        projector = {id(p) for p in model.projector.parameters()}
-        groups = [
-            {"params": [p for p in self.params if id(p) in projector], "lr": cfg.projector_lr},
-            {"params": [p for p in self.params if id(p) not in projector], "lr": cfg.lr},
-        ]
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(len(plan_batches(sequences, cfg.token_budget, cfg.seed)) / cfg.grad_accum)
+        groups = groups or [{"params": self.params, "lr": cfg.lr}]
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(self._rank_share(plan_batches(sequences, cfg.token_budget, cfg.seed))) / cfg.grad_accum)
         self.total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
         warm = max(1, int(cfg.warmup * self.total_steps))
         schedule = lambda s: min(1.0, (s + 1) / warm) * max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))  # noqa: E731
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [schedule, schedule])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
+        self.module, self.optimizer = accelerator.prepare(TaskLogits(model, label_ids), optimizer)
         self.state = TrainState()
         self.checkpoint = work_dir / "checkpoint.pt"
 
@@ -145,24 +200,31 @@ class Trainer:
                 break
         return self.state
 
+    def _rank_share(self, plan: list[list[int]]) -> list[list[int]]:
+        """This process's batches: every N-th, the plan cycled so that all ranks take as many steps."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if world == 1:
+            return plan
+        per_rank = math.ceil(len(plan) / world)
+        cycled = [plan[i % len(plan)] for i in range(per_rank * world)]
+        return cycled[rank::world]
+
     def _epoch(self) -> None:
-        cfg, state = self.cfg, self.state
-        plan = plan_batches(self.sequences, cfg.token_budget, cfg.seed + state.epoch)
+        cfg, state, acc = self.cfg, self.state, self.accelerator
+        plan = self._rank_share(plan_batches(self.sequences, cfg.token_budget, cfg.seed + state.epoch))
         started, seen = time.perf_counter(), 0
-        self.model.train()
+        self.module.train()
         for index in range(state.batch_in_epoch, len(plan)):
-            batch = self.make_batch(plan[index])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, parts = batch_loss(self.model, batch, cfg, self.label_ids)
-            (loss / cfg.grad_accum).backward()
+            batch = to_device(self.make_batch(plan[index]), acc.device)
+            stepping = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(plan)
+            with nullcontext() if stepping else acc.no_sync(self.module):
+                with acc.autocast():
+                    loss, parts = batch_loss(self.module, batch, cfg)
+                acc.backward(loss / cfg.grad_accum)
             seen += 1
             state.batch_in_epoch = index + 1
-            if state.batch_in_epoch % cfg.grad_accum == 0 or state.batch_in_epoch == len(plan):
-                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                state.step += 1
+            if stepping:
+                self._step()
                 if state.step % 20 == 0:
                     rate = seen / (time.perf_counter() - started)
                     self.log(f"epoch {state.epoch + 1} batch {state.batch_in_epoch}/{len(plan)} step {state.step} "
@@ -173,40 +235,51 @@ class Trainer:
                     break
         self._end_of_epoch()
 
+    def _step(self) -> None:
+        self.accelerator.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+
     def _end_of_epoch(self) -> None:
         state = self.state
         logits, gold = predict(self.model, self.dev_batches, self.label_ids, self.cfg.bf16)
         scores = label_scores(logits, gold)
         score = scores["macro_f1"] + scores["accuracy"]
         self.log(f"epoch {state.epoch + 1} dev: {json.dumps(scores)}")
-        with open(self.work_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, **scores}) + "\n")
-        if score > state.best_score:
+        if self.main:
+            with open(self.work_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, **scores}) + "\n")
+        if score > state.best_score:  # every rank saw the same dev scores: the same decision
             state.best_score, state.best_epoch = score, state.epoch + 1
-            self.save_best(self.work_dir / "best")
+            if self.main:
+                self.save_best(self.work_dir / "best")
             self.log(f"epoch {state.epoch + 1}: new best, saved to {self.work_dir / 'best'}")
         state.epoch += 1
         state.batch_in_epoch = 0
         self._save_checkpoint()
-        self.model.train()
+        self.module.train()
 
     def _save_checkpoint(self) -> None:
-        trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-        payload = {
-            "trainable": trainable,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "state": asdict(self.state),
-            "rng": torch.get_rng_state(),
-        }
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.checkpoint)
+        if self.main:
+            trainable = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            payload = {
+                "trainable": trainable,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "state": asdict(self.state),
+                "rng": torch.get_rng_state(),
+            }
+            tmp = self.checkpoint.with_suffix(".tmp")
+            torch.save(payload, tmp)
+            tmp.replace(self.checkpoint)
+        self.accelerator.wait_for_everyone()
 
     def _resume(self) -> None:
         if not self.checkpoint.is_file():
             return
-        payload = torch.load(self.checkpoint, weights_only=True)
+        payload = torch.load(self.checkpoint, weights_only=True, map_location="cpu")
         self.model.load_state_dict(payload["trainable"], strict=False)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
