@@ -9,6 +9,7 @@ every remaining row. It projects onto the vocabulary only the last position of e
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,8 +47,9 @@ def greedy_decode(
     head = lm.get_output_embeddings()
     cache = DynamicCache(config=lm.config)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache_arg = _cache_keyword(lm.model)
     out = lm.model(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True, **{cache_arg: cache}
     )
     hidden = out.last_hidden_state[:, -1, :]
     next_position = positions[:, -1] + 1
@@ -71,12 +73,17 @@ def greedy_decode(
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
             position_ids=next_position[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_arg: cache},
         )
         hidden = out.last_hidden_state[:, -1, :]
         next_position = next_position + 1
     return generated
+
+
+def _cache_keyword(decoder: Any) -> str:
+    """transformers renamed `past_key_values` to `cache` during 5.x; use whichever this version takes."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def _trim_common_padding(attention_mask: torch.Tensor, cache: Any) -> torch.Tensor:
