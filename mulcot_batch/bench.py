@@ -52,7 +52,7 @@ class BenchOptions:
     max_new_tokens: int = 200
     label_tokens: int = 8  # baseline: generate cap of the label answer
     uncertain_below: float = 0.6
-    workers: int = 1
+    workers: int = 0  # one chunk (the sample) leaves nothing to overlap; --workers N on bigger inputs
     dtype: str = "auto"
     threads: int | None = None
     sort_batches: bool = True
@@ -210,6 +210,10 @@ def _stability(opts: BenchOptions, posts: int, seconds: float) -> tuple[bool, st
     return True, None
 
 
+#: Batch keys that run along the token sequence (nano and Hugging Face collates).
+_TOKEN_ALIGNED = ("input_ids", "attention_mask", "image_mask", "token_type_ids", "mm_token_type_ids")
+
+
 def _pad_left(batch: dict, width: int, pad_id: int) -> dict:
     """Left-pad every token-aligned tensor of a collated batch to `width` columns (the plain loop's padding)."""
     current = int(batch["input_ids"].shape[1])
@@ -217,7 +221,7 @@ def _pad_left(batch: dict, width: int, pad_id: int) -> dict:
         return batch
     padded = dict(batch)
     for key, value in batch.items():
-        if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == current and key != "pixel_values":
+        if key in _TOKEN_ALIGNED and torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == current:
             fill = pad_id if key == "input_ids" else 0
             extra = torch.full((value.shape[0], width - current), fill, dtype=value.dtype)
             padded[key] = torch.cat([extra, value], dim=1)

@@ -289,7 +289,7 @@ def report(scored: tuple[str, ...], by: tuple[str, ...], **options) -> None:
 @click.option("--max-new-tokens", type=int, default=200, show_default=True, help="Length cap of a chain.")
 @click.option("--label-tokens", type=int, default=8, show_default=True, help="Baseline: generate cap of the label answer.")
 @click.option("--uncertain-below", type=float, default=0.6, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Engine DataLoader worker processes.")
+@click.option("--workers", type=int, default=0, show_default=True, help="Engine DataLoader worker processes (they overlap preparing the next chunk with scoring this one).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads [default: torch's choice, one per core].")
 @click.option("--no-sort", "sort_batches", is_flag=True, flag_value=False, default=True, help="Engine: batches in input order.")

@@ -55,7 +55,9 @@ def greedy_decode(
     next_position = positions[:, -1] + 1
     alive = torch.arange(rows, device=inputs_embeds.device)
     for step in range(max_new_tokens):
-        tokens = head(hidden.contiguous()).argmax(dim=-1)  # contiguous 2-D: one small matmul, no batched copy
+        # Contiguous 2-D input: one matmul, not a batched copy of the head; argmax in float32 is ~2x
+        # faster than in bf16 on CPU and picks the same token (the cast is exact).
+        tokens = head(hidden.contiguous()).float().argmax(dim=-1)
         for row, token in zip(alive.tolist(), tokens.tolist()):
             generated[row].append(token)
         if step == max_new_tokens - 1:
