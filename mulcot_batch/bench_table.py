@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -15,7 +16,7 @@ def runs_table(result: dict) -> Table:
     machine = result["machine"]
     title = (f"mulcot-batch bench: {result['input']['posts']} posts, {result['model']['name']}, "
              f"{machine['dtype']} on {machine['device']} ({machine['threads']} threads)")
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for header in ("run", "posts", "s", "posts/s", "tok/s", "speed-up", "ceiling", "MiB", "labels"):
         table.add_column(header, justify="left" if header in ("run", "labels") else "right", no_wrap=header != "labels")
     for run in result["runs"]:

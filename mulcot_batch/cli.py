@@ -317,8 +317,8 @@ def bench(input_file: str | None, modes: str, **options) -> None:
     result = run_bench(opts, progress=(lambda msg: None) if opts.quiet else (lambda msg: console.print(f"[dim]{msg}[/dim]")))
     if opts.json_path:
         Path(opts.json_path).write_text(json.dumps(result, indent=2) + "\n")
-    if not opts.quiet:
-        Console().print(bench_report(result))
+    if not opts.quiet:  # piped or redirected output gets room for the whole table (rich would assume 80 columns)
+        Console(width=None if sys.stdout.isatty() else 110).print(bench_report(result))
 
 
 if __name__ == "__main__":
