@@ -26,7 +26,15 @@ import polars as pl
 import torch
 
 from .bench_ceiling import FlopModel, fit_flop_model, peak_matmul_flops, prompt_length
-from .engine import RATIONALE_MODES, ScoreOptions, check_options, load_job_student, plan_job, run_chunks, resolve_dtype
+from .engine import (
+    RATIONALE_MODES,
+    ScoreOptions,
+    check_options,
+    load_job_student,
+    plan_job,
+    resolve_dtype,
+    run_chunks,
+)
 from .errors import JobError
 from .preparing import prepare_chunk
 from .prompts import PREDICTION_PREFIX, extract_label
@@ -60,6 +68,7 @@ class BenchOptions:
     image_cache: bool = True
     min_posts: int | None = None  # None: two batches
     min_seconds: float = 2.0
+    peak_seconds: float = 0.6  # per matmul size when measuring the FLOP/s peak
     trust_remote_code: bool = False
     json_path: str | None = None
     quiet: bool = False
@@ -103,23 +112,22 @@ class BenchInput:
 
 def build_input(source: Path, posts: int | None, folder: Path, name: str = "posts.parquet") -> BenchInput:
     """The input repeated (or cut) to `posts` rows; copies carry a text marker so every post is distinct."""
-    frame = pl.read_parquet(source)
+    scan = pl.scan_parquet(source)
+    names = scan.collect_schema().names()
     for needed in ("post_id", "text"):
-        if needed not in frame.columns:
+        if needed not in names:
             raise JobError(f"{source} has no {needed!r} column (bench reads post_id, text, image_path, aspect)")
-    frame = frame.select([c for c in ("post_id", "text", "image_path", "aspect") if c in frame.columns])
+    scan = scan.select([c for c in ("post_id", "text", "image_path", "aspect") if c in names])
+    frame = (scan.head(posts) if posts else scan).collect()  # an archive is never read past what is measured
     frame = frame.with_columns(pl.col("post_id").cast(pl.String), pl.col("text").cast(pl.String))
     if frame.height == 0:
         raise JobError(f"{source} holds no posts")
-    want = posts or frame.height
-    copies = []
-    for k in range(-(-want // frame.height)):
-        copy = frame if k == 0 else frame.with_columns(
-            (pl.col("post_id") + f"#{k + 1}"), (pl.col("text").fill_null("") + f" [{k + 1}]")
-        )
-        copies.append(copy)
-    frame = pl.concat(copies).head(want)
-    return _write(frame, folder / name, source.parent, frame.height if posts is None else min(posts, frame.height))
+    rows, want = frame.height, posts or frame.height
+    copies = [frame] + [
+        frame.with_columns(pl.col("post_id") + f"#{k + 1}", pl.col("text").fill_null("") + f" [{k + 1}]")
+        for k in range(1, -(-want // rows))
+    ]
+    return _write(pl.concat(copies).head(want), folder / name, source.parent, rows)
 
 
 def _write(frame: pl.DataFrame, path: Path, image_root: Path, source_rows: int) -> BenchInput:
@@ -145,7 +153,7 @@ class PeakMemory:
         self.peak_mb: float | None = None
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
@@ -319,10 +327,10 @@ def compare_labels(engine: pl.DataFrame, baseline: dict[str, str | None]) -> dic
     return {"compared": len(pairs), "differ": len(differ), "identical": bool(pairs) and not differ, "examples": differ[:5]}
 
 
-def ceiling(student: Student, data: BenchInput, device: torch.device, dtype: torch.dtype) -> tuple[float, FlopModel, list[tuple[bool, int, int]]]:
+def ceiling(student: Student, data: BenchInput, device: torch.device, dtype: torch.dtype, seconds: float = 0.6) -> tuple[float, FlopModel, list[tuple[bool, int, int]]]:
     """(peak FLOP/s, fitted FLOP model, (has image, label length, chain length) of every distinct post)."""
     _, posts, images = prepared_rows(student, data, dedup=True)
-    peak = peak_matmul_flops(dtype, device)
+    peak = peak_matmul_flops(dtype, device, seconds)
     model = fit_flop_model(student, posts, images)
     shapes = [(img, prompt_length(student, p, "classify"), prompt_length(student, p, "explain")) for p, img in zip(posts, images)]
     return peak, model, shapes
@@ -381,7 +389,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda _msg:
                                                     trust_remote_code=opts.trust_remote_code), device)
         _warm_up(student)
         progress("ceiling: matmul FLOP/s and model FLOPs per post")
-        peak, flop_model, shapes = ceiling(student, data, device, dtype)
+        peak, flop_model, shapes = ceiling(student, data, device, dtype, opts.peak_seconds)
         runs, baseline_labels = [], None
         if opts.baseline:
             progress("baseline: plain generate loop")
@@ -482,7 +490,7 @@ def _ceiling_summary(peak: float, flop_model: FlopModel, shapes: list) -> dict:
 
 
 def _describe_input(source: Path, data: BenchInput, opts: BenchOptions) -> dict:
-    return {"path": str(source), "rows_in_file": pl.read_parquet(source).height, "posts": data.frame.height,
+    return {"path": str(source), "rows_in_file": pl.scan_parquet(source).select(pl.len()).collect().item(), "posts": data.frame.height,
             "with_images": data.with_images, "copies_marked": data.frame.height > data.source_rows}
 
 

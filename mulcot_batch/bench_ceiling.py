@@ -87,9 +87,9 @@ def fit_flop_model(student: Student, posts: list[PreparedPost], has_image: list[
         for i in _spread(members, [prompt_length(student, posts[i], "classify") for i in members]):
             student.use_image_cache(True)  # fresh: the label pass encodes the image, the chain pass reuses it
             one = [posts[i]]
-            ys_l.append(count_flops(lambda: student.classify(preparer.collate(one, "classify"))))
-            first = count_flops(lambda: student.explain(preparer.collate(one, "explain"), 1))
-            second = count_flops(lambda: student.explain(preparer.collate(one, "explain"), 2))
+            ys_l.append(count_flops(lambda one=one: student.classify(preparer.collate(one, "classify"))))
+            first = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain"), 1))
+            second = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain"), 2))
             xs_l.append(prompt_length(student, posts[i], "classify"))
             xs_c.append(prompt_length(student, posts[i], "explain"))
             ys_c.append(first)

@@ -15,7 +15,13 @@ import polars as pl
 import pytest
 import torch
 
-from mulcot_batch.bench import BenchOptions, build_input, compare_labels, duplicated_input, run_bench
+from mulcot_batch.bench import (
+    BenchOptions,
+    build_input,
+    compare_labels,
+    duplicated_input,
+    run_bench,
+)
 from mulcot_batch.engine import length_sorted_batches
 from mulcot_batch.students.image_cache import ImageFeatureCache
 from mulcot_batch.students.nano import NanoStudent
@@ -24,7 +30,7 @@ from .conftest import SAMPLE, run_cli, text_dump
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY_RUN = dict(batch_size=2, max_new_tokens=4, label_tokens=2, workers=0, dtype="float32", min_posts=1, min_seconds=0.0, quiet=True)
+TINY_RUN = dict(batch_size=2, max_new_tokens=4, label_tokens=2, workers=0, dtype="float32", min_posts=1, min_seconds=0.0, peak_seconds=0.05, quiet=True)
 RUN_FIELDS = {"name", "posts", "seconds", "posts_per_s", "tokens", "tokens_per_s", "speedup_over_baseline",
               "share_of_ceiling", "ceiling_posts_per_s", "peak_memory_mb", "stable", "note"}
 
@@ -110,7 +116,7 @@ def test_too_short_run_gives_no_figure(nano: NanoStudent):
 
 def test_bench_input_copies_are_distinct_and_duplicates_are_exact(tmp_path: Path):
     data = build_input(SAMPLE / "posts.parquet", 150, tmp_path)
-    assert data.frame.height == 150 and data.frame["post_id"].n_unique() == 150
+    assert data.frame.height == 150 and data.source_rows == 100 and data.frame["post_id"].n_unique() == 150
     assert data.frame.select("text", "image_path", "aspect").n_unique() == 150  # copies carry a marker
     twins = duplicated_input(build_input(SAMPLE / "posts.parquet", 10, tmp_path / "b"), tmp_path / "b").frame
     assert twins.height == 10 and twins["post_id"].n_unique() == 10
