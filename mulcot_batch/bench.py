@@ -39,6 +39,7 @@ from .errors import JobError
 from .preparing import prepare_chunk
 from .prompts import PREDICTION_PREFIX, extract_label
 from .reading import ID, iter_chunks
+from .schema import LABELS
 from .students.base import PreparedPost, Student
 from .writing import OutputFolder
 
@@ -261,7 +262,10 @@ def run_baseline(student: Student, opts: BenchOptions, data: BenchInput, device:
         label_seconds = time.perf_counter() - start
         label_tokens = student.counters["tokens_generated"] - before
         for at in range(0, len(posts), opts.batch_size):
-            batch = _pad_left(preparer.collate(posts[at : at + opts.batch_size], "explain"), widths["explain"], pad)
+            # A student whose chains explain a label is told its own generated label (neutral where
+            # it generated none); the others ignore it.
+            said = [labels.get(pid) or LABELS[1] for pid in ids[at : at + opts.batch_size]]
+            batch = _pad_left(preparer.collate(posts[at : at + opts.batch_size], "explain", said), widths["explain"], pad)
             student.plain_generate(batch, opts.max_new_tokens)
         seconds = time.perf_counter() - start
     tokens = student.counters["tokens_generated"] - before
@@ -426,7 +430,7 @@ def _warm_up(student: Student) -> None:
     posts = [preparer.prepare(Post("warm up", None, Image.new("RGB", (64, 64), (90, 90, 90)))), preparer.prepare(Post("warm", "up", None))]
     student.use_image_cache(False)
     student.classify(preparer.collate(posts, "classify"))
-    student.explain(preparer.collate(posts, "explain"), 2)
+    student.explain(preparer.collate(posts, "explain", list(LABELS[:2])), 2)
     student.counters.clear()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .schema import LABELS
 from .students.base import PreparedPost, Student
 
 
@@ -69,8 +70,9 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def prompt_length(student: Student, post: PreparedPost, task: str) -> int:
-    return int(student.preparer().collate([post], task)["input_ids"].shape[1])
+def prompt_length(student: Student, post: PreparedPost, task: str, label: str = LABELS[0]) -> int:
+    """Tokens of one post's prompt (a chain prompt that names a label is measured with `label`)."""
+    return int(student.preparer().collate([post], task, [label])["input_ids"].shape[1])
 
 
 def fit_flop_model(student: Student, posts: list[PreparedPost], has_image: list[bool]) -> FlopModel:
@@ -88,8 +90,8 @@ def fit_flop_model(student: Student, posts: list[PreparedPost], has_image: list[
             student.use_image_cache(True)  # fresh: the label pass encodes the image, the chain pass reuses it
             one = [posts[i]]
             ys_l.append(count_flops(lambda one=one: student.classify(preparer.collate(one, "classify"))))
-            first = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain"), 1))
-            second = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain"), 2))
+            first = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain", LABELS[:1]), 1))
+            second = count_flops(lambda one=one: student.explain(preparer.collate(one, "explain", LABELS[:1]), 2))
             xs_l.append(prompt_length(student, posts[i], "classify"))
             xs_c.append(prompt_length(student, posts[i], "explain"))
             ys_c.append(first)

@@ -209,6 +209,8 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
         click.option("--max-chain-tokens", type=int, default=384, show_default=True),
         click.option("--chain-style", type=click.Choice(["full", "short"]), default="full", show_default=True,
                      help="Train on the whole teacher chain or on the first sentence of each field."),
+        click.option("--chain-repeats", type=int, default=1, show_default=True,
+                     help="Times each training chain is seen per epoch (chains are few next to labels)."),
         click.option("--epochs", type=int, default=epochs, show_default=True),
         click.option("--lr", type=float, default=2e-4, show_default=True),
         click.option("--projector-lr", type=float, default=1e-3, show_default=True),

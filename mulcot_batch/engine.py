@@ -163,7 +163,8 @@ def score_chunk(student: Student, chunk: PreparedChunk, opts: ScoreOptions, sche
         to_explain = []
     chains: dict[int, str] = {}
     for batch in length_sorted_batches(to_explain, lengths, opts.chain_batch(), opts.sort_batches):
-        texts = student.explain(preparer.collate([chunk.posts[i] for i in batch], "explain"), opts.max_new_tokens)
+        labels = [LABELS[int(probs[i].argmax())] for i in batch]
+        texts = student.explain(preparer.collate([chunk.posts[i] for i in batch], "explain", labels), opts.max_new_tokens)
         chains.update(zip(batch, texts))
     table = build_table(chunk, probs, confidence, chains, student.name, schema)
     return table, ChunkResult(rows=table.num_rows, explained=len(chains))

@@ -136,7 +136,7 @@ def test_greedy_decoding_equals_stock_generate(nano: NanoStudent):
 
     preparer = nano.preparer()
     posts = [preparer.prepare(Post(text, None, None)) for text in ("What a great day !", "Awful service , never again", "ok")]
-    batch = preparer.collate(posts, "explain")
+    batch = preparer.collate(posts, "explain", ["positive", "negative", "neutral"])
     assert nano.explain(batch, 10) == nano.plain_generate(batch, 10)
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from mulcot_batch.prompts import format_chain
 from mulcot_batch.training.data import load_examples, short_chain
@@ -43,6 +45,38 @@ def test_training_rules_skip_bad_rows(labelled):
     assert counts["skipped: duplicate id"] == 1 and counts["skipped: unknown label"] == 1
 
 
+def test_a_chain_that_contradicts_its_gold_label_trains_the_label_only(tmp_path: Path):
+    from collections import Counter
+
+    fields = {"text_analysis": "Great.", "image_analysis": "Sunny.", "conflict_resolution": "None.",
+              "final_conclusion": "Happy."}
+    rows = {"post_id": ["a", "b"], "text": ["t", "t"], "label": ["positive", "negative"],
+            "rationale": [format_chain(fields, "positive")] * 2}
+    pl.DataFrame(rows).write_parquet(tmp_path / "chains.parquet")
+    counts = Counter()
+    examples = load_examples(tmp_path / "chains.parquet", chain_col="rationale", counts=counts)
+    assert [e.chain is not None for e in examples] == [True, False]
+    assert counts["chain disagrees with its label: label task only"] == 1
+
+
+def test_chain_prompts_name_the_gold_label_and_repeat():
+    from mulcot_batch.students.nano import NanoConfig, NanoPreparer
+    from mulcot_batch.training.batches import build_sequences
+    from mulcot_batch.training.data import Example
+    from mulcot_batch.training.recipes import COMPACT_TASKS, COMPACT_TEMPLATE
+    from mulcot_batch.weights import smollm2_folder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+    preparer = NanoPreparer(NanoConfig(template=COMPACT_TEMPLATE, tasks=COMPACT_TASKS), tokenizer)
+    chain = format_chain({"text_analysis": "Bad.", "image_analysis": "Grey.", "conflict_resolution": "None.",
+                          "final_conclusion": "Sad."}, "negative")
+    seqs = build_sequences([Example("a", "rain again", "Monday", None, "negative", chain)], preparer, False, 64)
+    reason = next(s for s in seqs if s.task == "reason")
+    prompt = tokenizer.decode([i for i, t in zip(reason.ids, reason.targets) if t == -100])
+    assert "Explain why the sentiment toward Monday is negative." in prompt
+
+
 def test_short_chain_keeps_five_fields():
     chain = format_chain({"text_analysis": "One. Two.", "image_analysis": "A. B.", "conflict_resolution": "C.",
                           "final_conclusion": "D. E."}, "positive")
@@ -53,16 +87,19 @@ def test_distill_runs_saves_scorable_parts_and_resumes(labelled, tmp_path: Path)
     train, dev, chains = labelled
     config = TrainConfig(epochs=1, max_steps=2, token_budget=512, checkpoint_every=1, w_kd=0.0)
     opts = TrainOptions(train=str(train), dev=str(dev), chains=str(chains), out=str(tmp_path / "run"),
-                        lora_r=4, chain_holdout=0.25, max_chain_tokens=48, config=config)
+                        lora_r=4, chain_holdout=0.25, max_chain_tokens=48, chain_repeats=2, config=config)
     summary = train_nano(opts, log=lambda m: None)
     run = tmp_path / "run"
     assert summary["best_epoch"] == 1 and (run / "metrics.jsonl").is_file()
     assert {p.name for p in (run / "best").iterdir()} >= {"nano.json", "projector.safetensors", "adapter"}
     assert (run / "heldout_chains.parquet").is_file() and (run / "checkpoint.pt").is_file()
-    result = run_cli("score", dev, "--out", tmp_path / "scored", "--model", run / "best", "--rationales", "none",
-                     "--workers", "0", "--quiet")
+    adapter = load_file(run / "best" / "adapter" / "adapter_model.safetensors")
+    assert {t.dtype for t in adapter.values()} == {torch.bfloat16}  # shipped at half the size of fp32
+    result = run_cli("score", dev, "--out", tmp_path / "scored", "--model", run / "best", "--rationales", "all",
+                     "--max-new-tokens", "4", "--workers", "0", "--quiet")
     assert result.exit_code == 0, result.output
     scored = read_output(tmp_path / "scored")
     assert scored.height == 6 and scored["model"].unique().to_list() == ["nano:run/best"]
+    assert scored["rationale"].null_count() == 0  # label-conditioned chain prompts, one per row
     again = train_nano(opts, log=lambda m: None)  # finished run: resumes from its checkpoint, trains nothing more
     assert again["best_epoch"] == 1 and len((run / "metrics.jsonl").read_text().splitlines()) == 1

@@ -50,8 +50,12 @@ class Preparer(ABC):
         """Both prompts (label and reasoning) for one post, tokenized."""
 
     @abstractmethod
-    def collate(self, posts: list[PreparedPost], task: Task) -> dict[str, Any]:
-        """Stack posts into one batch for `task` (left padding, so generation continues every row)."""
+    def collate(self, posts: list[PreparedPost], task: Task, labels: list[str] | None = None) -> dict[str, Any]:
+        """Stack posts into one batch for `task` (left padding, so generation continues every row).
+
+        `labels` are the one-pass labels of the rows, for backends whose chains explain a given
+        label; the others ignore them.
+        """
 
 
 class Student(ABC):

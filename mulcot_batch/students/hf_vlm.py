@@ -102,8 +102,11 @@ class HFVLMPreparer(Preparer):
                 inputs["image"] = {key: value for key, value in encoded.items() if key not in skip}
         return PreparedPost(inputs=inputs, length=int(inputs["classify"]["input_ids"].shape[0]))
 
-    def collate(self, posts: list[PreparedPost], task: Task) -> dict[str, Any]:
-        """Left-pad the task's token rows; concatenate the image tensors of the posts that have one."""
+    def collate(self, posts: list[PreparedPost], task: Task, labels: list[str] | None = None) -> dict[str, Any]:
+        """Left-pad the task's token rows; concatenate the image tensors of the posts that have one.
+
+        Chains reason freely here (the paper's prompt), so `labels` is not used.
+        """
         rows = [post.inputs[task] for post in posts]
         width = max(int(row["input_ids"].shape[0]) for row in rows)
         batch: dict[str, Any] = {}

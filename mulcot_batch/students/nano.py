@@ -22,7 +22,8 @@ from torch import nn
 
 from .. import weights
 from ..prompts import PREDICTION_PREFIX, task_instruction
-from . import attention
+from ..schema import LABELS
+from .attention import install as install_fast_attention
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 from .decoding import greedy_decode, stop_token_ids
 from .image_cache import ImageFeatureCache, pixel_key
@@ -50,16 +51,26 @@ class NanoConfig:
     no_image: str = "none"
     label_prefix: str = PREDICTION_PREFIX
     # Compact task wordings of a trained template ({aspect} filled in); None: the shared wording.
+    # A reasoning wording with {label} makes chains explain the one-pass label (see `explains_label`).
     tasks: dict[str, str] | None = None
     trained: bool = False
     notes: str = "untrained: base SmolLM2-135M-Instruct, projector randomly initialised (seed 0)"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def task(self, aspect: str | None, reasoning: bool) -> str:
+    def task(self, aspect: str | None, reasoning: bool, label: str | None = None) -> str:
         if self.tasks is None:
             return task_instruction(aspect, reasoning)
         key = ("reason" if reasoning else "label") + ("_masc" if aspect else "_msc")
-        return self.tasks[key].replace("{aspect}", aspect or "")
+        return self.tasks[key].replace("{label}", label or "").replace("{aspect}", aspect or "")
+
+    @property
+    def explains_label(self) -> bool:
+        """True when the chain prompt names a label: the chain then explains the label already read.
+
+        A 135M student that reasons first and concludes last often contradicts its own one-pass
+        label; told the label, its chain is an explanation of the output a user actually gets.
+        """
+        return self.tasks is not None and any("{label}" in self.tasks[k] for k in ("reason_msc", "reason_masc"))
 
     @property
     def image_tokens(self) -> int:
@@ -97,12 +108,12 @@ class NanoPreparer(Preparer):
         # User text never gets to spell special tokens such as <|im_start|>.
         return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=user_text)
 
-    def prompt_ids(self, post: Post, reasoning: bool) -> tuple[list[int], list[bool]]:
+    def prompt_ids(self, post: Post, reasoning: bool, label: str | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of the label or reasoning prompt, and which positions are image tokens."""
         # Split the template before the aspect goes in, so an aspect spelling "{text}" stays text.
         before_text, rest = self.config.template.split("{text}")
         before_image, after_image = rest.split("{image}")
-        task = self.config.task(self._user_aspect(post.aspect), reasoning)
+        task = self.config.task(self._user_aspect(post.aspect), reasoning, label)
         before_text, before_image, after_image = (p.replace("{task}", task) for p in (before_text, before_image, after_image))
         # Cut absurdly long posts by characters first, so a megabyte of text costs no more to tokenize than a page.
         text = post.text[: self.config.max_text_tokens * MAX_CHARS_PER_TOKEN]
@@ -127,24 +138,28 @@ class NanoPreparer(Preparer):
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def prepare(self, post: Post) -> PreparedPost:
-        label_ids, label_mask = self.prompt_ids(post, reasoning=False)
-        reason_ids, reason_mask = self.prompt_ids(post, reasoning=True)
         image = self.pixels(post.image) if post.image is not None else None
+        if self.config.explains_label:  # one chain prompt per label; collate picks the one-pass label's
+            explain: Any = {label: self.prompt_ids(post, reasoning=True, label=label) for label in LABELS}
+            length = max(len(ids) for ids, _ in explain.values())
+        else:
+            explain = self.prompt_ids(post, reasoning=True)
+            length = len(explain[0])
         inputs = {
-            "classify": (label_ids, label_mask),
-            "explain": (reason_ids, reason_mask),
+            "classify": self.prompt_ids(post, reasoning=False),
+            "explain": explain,
             "image": image,
             "image_key": pixel_key(image) if image is not None else None,  # job-level encoder cache
         }
-        return PreparedPost(inputs=inputs, length=len(reason_ids))
+        return PreparedPost(inputs=inputs, length=length)
 
-    def collate(self, posts: list[PreparedPost], task: Task) -> dict[str, Any]:
-        width = max(len(p.inputs[task][0]) for p in posts)
+    def collate(self, posts: list[PreparedPost], task: Task, labels: list[str] | None = None) -> dict[str, Any]:
+        prompts = [_prompt_for(p, task, labels[row] if labels else None) for row, p in enumerate(posts)]
+        width = max(len(seq) for seq, _ in prompts)
         ids = torch.full((len(posts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(posts), width), dtype=torch.long)
         image_mask = torch.zeros((len(posts), width), dtype=torch.bool)
-        for row, post in enumerate(posts):
-            seq, mask = post.inputs[task]
+        for row, (seq, mask) in enumerate(prompts):
             ids[row, width - len(seq) :] = torch.tensor(seq)
             attention[row, width - len(seq) :] = 1
             image_mask[row, width - len(seq) :] = torch.tensor(mask)
@@ -156,6 +171,15 @@ class NanoPreparer(Preparer):
             "images": torch.stack([p.inputs["image"] for p in with_image]) if with_image else None,
             "image_keys": [p.inputs.get("image_key") for p in with_image],
         }
+
+
+def _prompt_for(post: PreparedPost, task: Task, label: str | None) -> tuple[list[int], list[bool]]:
+    prompt = post.inputs[task]
+    if isinstance(prompt, dict):  # label-conditioned chain prompts
+        if label is None:
+            raise ValueError("this student's chains explain a label: collate('explain') needs the labels")
+        return prompt[label]
+    return prompt
 
 
 class NanoModel(nn.Module):
@@ -260,7 +284,7 @@ class NanoStudent(Student):
             model.projector.load_state_dict(load_file(projector_file))
         model.lm.to(dtype)
         model.projector.to(dtype)
-        attention.install(model.lm)
+        install_fast_attention(model.lm)
         if dtype != torch.float32:  # bf16 convolutions run ~4x faster than fp32 here (oneDNN, channels-last)
             model.encoder.to(dtype=dtype, memory_format=torch.channels_last)
         parts = f"{config.notes}, parts from {folder}" if config.trained else config.notes

@@ -44,7 +44,7 @@ def build_sequences(
         answer = [tok.encode(" " + ex.label, add_special_tokens=False)[0], end]
         sequences.append(Sequence(ids + answer, mask + [False] * 2, [IGNORE] * len(ids) + answer, len(ids) - 1, index, "label"))
         if reasoning and ex.chain:
-            ids, mask = preparer.prompt_ids(post, reasoning=True)
+            ids, mask = preparer.prompt_ids(post, reasoning=True, label=ex.label)
             chain = tok.encode(ex.chain, add_special_tokens=False)[:max_chain_tokens] + [end]
             sequences.append(Sequence(ids + chain, mask + [False] * len(chain), [IGNORE] * len(ids) + chain, -1, index, "reason"))
     return sequences

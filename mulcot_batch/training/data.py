@@ -99,7 +99,10 @@ def _example(
     chain = (row.get(chain_col) or "").strip() if chain_col else None
     if chain and chain_style == "short":
         chain = short_chain(chain, label)
-    if chain_col and not chain:
+    if chain and parse_chain(chain).label not in (None, label):  # chain prompts name the gold label
+        counts["chain disagrees with its label: label task only"] += 1
+        chain = None
+    elif chain_col and not chain:
         counts["chain empty or unparsable: label task only"] += 1
         chain = None
     image = _image_file(row.get("image_path"), root)

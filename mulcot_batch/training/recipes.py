@@ -17,7 +17,7 @@ from typing import Callable
 
 import polars as pl
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .. import weights
 from ..errors import JobError
@@ -31,8 +31,8 @@ COMPACT_TEMPLATE = "<|im_start|>user\n{task}\nText: {text}\nImage: {image}<|im_e
 COMPACT_TASKS = {
     "label_msc": "Sentiment of the post:",
     "label_masc": "Sentiment toward {aspect}:",
-    "reason_msc": "Explain the sentiment of the post.",
-    "reason_masc": "Explain the sentiment toward {aspect}.",
+    "reason_msc": "Explain why the sentiment of the post is {label}.",
+    "reason_masc": "Explain why the sentiment toward {aspect} is {label}.",
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -54,6 +54,7 @@ class TrainOptions:
     assistant: str | None = None  # a trained assistant folder (its `best/`) to distil from
     max_chain_tokens: int = 384
     chain_style: str = "full"  # or "short": the first sentence of each teacher field
+    chain_repeats: int = 1  # chain sequences per chain and epoch
     dev_limit: int | None = None
     train_limit: int | None = None
     threads: int = 0
@@ -93,7 +94,7 @@ def train_nano(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
     for seq in build_sequences(chains, preparer, opts.use_images, opts.max_chain_tokens):
         if seq.task == "reason":
             seq.example += offset
-            sequences.append(seq)
+            sequences.extend([seq] * max(opts.chain_repeats, 1))
     teacher = _teacher_logits(opts, examples, out, log) if opts.config.w_kd > 0 else None
     pad = tokenizer.pad_token_id
     make_batch = lambda idx: collate(sequences, idx, examples, features, pad, teacher)  # noqa: E731
@@ -175,9 +176,16 @@ def save_parts(model: NanoModel, peft_model, folder: Path, opts: TrainOptions) -
     model.config.save(folder)
     if peft_model is not None:
         peft_model.save_pretrained(folder / "adapter")
+        _adapter_to_bf16(folder / "adapter" / "adapter_model.safetensors")
     else:
         state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.lm.state_dict().items() if k != "lm_head.weight"}
         save_file(state, folder / "lm.safetensors")
+
+
+def _adapter_to_bf16(path: Path) -> None:
+    """Halve the shipped adapter: inference runs in bf16 anyway, and peft upcasts on load if needed."""
+    tensors = load_file(path)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, path)
 
 
 def _teacher_logits(opts: TrainOptions, examples: list[Example], out: Path, log) -> torch.Tensor:
