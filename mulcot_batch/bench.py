@@ -367,6 +367,8 @@ def check_bench(opts: BenchOptions) -> Path:
         raise JobError("--threads must be at least 1")
     if opts.label_tokens < 1:
         raise JobError("--label-tokens must be at least 1")
+    if opts.json_path and not Path(opts.json_path).resolve().parent.is_dir():
+        raise JobError(f"--json {opts.json_path}: its folder does not exist")  # found now, not after the runs
     check_options(ScoreOptions(
         inputs=[str(source)], out="-", batch_size=opts.batch_size, chain_batch_size=opts.chain_batch_size,
         max_new_tokens=opts.max_new_tokens, workers=opts.workers, dtype=opts.dtype,

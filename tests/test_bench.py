@@ -163,3 +163,4 @@ def test_bad_bench_options_fail_before_work(tmp_path: Path):
     assert result.exit_code == 2 and "one Parquet file" in result.output
     assert run_cli("bench", "--posts", "0").exit_code == 2
     assert run_cli("bench", "--rationales", "some").exit_code == 2
+    assert run_cli("bench", "--json", tmp_path / "nowhere" / "b.json").exit_code == 2
