@@ -42,6 +42,7 @@ def main() -> None:
 @click.option("--uncertain-below", type=float, default=0.6, show_default=True, help="Confidence under which 'uncertain' explains.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Posts per model batch.")
 @click.option("--max-new-tokens", type=int, default=200, show_default=True, help="Length cap of a reasoning chain.")
+@click.option("--chain-batch-size", type=int, default=None, help="Posts per chain-generation batch [default: 4x --batch-size].")
 @click.option("--image-root", default=None, help="Folder image paths are relative to [default: each input file's folder].")
 @click.option("--image-size", type=int, default=None, help="Image side in pixels [default: the model's, 224 nano, 280 HF].")
 @click.option("--id-col", default="post_id", show_default=True)
@@ -291,6 +292,50 @@ def report(scored: tuple[str, ...], by: tuple[str, ...], **options) -> None:
     from .reporting import ReportOptions, run_report
 
     run_report(ReportOptions(scored=list(scored), by=[k for b in by for k in b.split(",")], **options))
+
+
+@main.command()
+@click.argument("input_file", metavar="[INPUT]", required=False)
+@click.option("--posts", type=int, default=None, help="Posts to measure on: INPUT repeated (copies marked distinct) or cut [default: INPUT's rows].")
+@click.option("--model", default="nano", show_default=True, help="'nano' or a local Hugging Face VLM folder.")
+@click.option("--rationales", "modes", default="none,uncertain,all", show_default=True, help="Engine modes to measure, comma-separated.")
+@click.option("--no-baseline", "baseline", is_flag=True, flag_value=False, default=True, help="Skip the plain generate loop.")
+@click.option("--duplicates", is_flag=True, help="Also time N posts of which half repeat the other half against N distinct posts.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Posts per batch (baseline and engine forward passes).")
+@click.option("--chain-batch-size", type=int, default=None, help="Engine posts per chain-generation batch [default: 4x --batch-size].")
+@click.option("--max-new-tokens", type=int, default=200, show_default=True, help="Length cap of a chain.")
+@click.option("--label-tokens", type=int, default=8, show_default=True, help="Baseline: generate cap of the label answer.")
+@click.option("--uncertain-below", type=float, default=0.6, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Engine DataLoader worker processes (they overlap preparing the next chunk with scoring this one).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads [default: torch's choice, one per core].")
+@click.option("--no-sort", "sort_batches", is_flag=True, flag_value=False, default=True, help="Engine: batches in input order.")
+@click.option("--no-dedup", "dedup", is_flag=True, flag_value=False, default=True, help="Engine: compute repeated posts again.")
+@click.option("--no-image-cache", "image_cache", is_flag=True, flag_value=False, default=True, help="Engine: encode an image every time it is read.")
+@click.option("--min-posts", type=int, default=None, help="Fewer posts give no figure [default: 2x --batch-size].")
+@click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Shorter runs give no figure.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a --model folder to run its own Python code.")
+@click.option("--json", "json_path", default=None, help="Also write the results as JSON to this file.")
+@click.option("--quiet", is_flag=True, help="No tables or progress (use with --json).")
+def bench(input_file: str | None, modes: str, **options) -> None:
+    """Posts/s of the engine against a plain generate loop and the machine's FLOP/s ceiling.
+
+    INPUT is one Parquet file (default: the bundled sample data).
+    """
+    import json
+
+    from rich.console import Console
+
+    from .bench import BenchOptions, run_bench
+    from .bench_table import bench_report
+
+    opts = BenchOptions(input=input_file, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), **options)
+    console = Console(stderr=True)
+    result = run_bench(opts, progress=(lambda msg: None) if opts.quiet else (lambda msg: console.print(f"[dim]{msg}[/dim]")))
+    if opts.json_path:
+        Path(opts.json_path).write_text(json.dumps(result, indent=2) + "\n")
+    if not opts.quiet:  # piped or redirected output gets room for the whole table (rich would assume 80 columns)
+        Console(width=None if sys.stdout.isatty() else 110).print(bench_report(result))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class ChunkSource:
     done: frozenset[str]
     rank: int = 0
     world_size: int = 1
+    dedup: bool = True  # False: every row is prepared and scored, repeats included
 
 
 class ChunkDataset(IterableDataset):
@@ -66,7 +67,7 @@ class ChunkDataset(IterableDataset):
                     continue
                 if chunk.key in src.done:
                     continue
-                yield prepare_chunk(chunk, self.preparer, self._root(chunk), src.image_size)
+                yield prepare_chunk(chunk, self.preparer, self._root(chunk), src.image_size, src.dedup)
         except JobError as exc:  # handed to the main process as an item: it stops the job with this one line
             yield exc
 
@@ -74,8 +75,11 @@ class ChunkDataset(IterableDataset):
         return self.source.image_root or self.source.plan.files[chunk.file_index].parent
 
 
-def prepare_chunk(chunk: Chunk, preparer: Preparer, image_root: Path, image_size: int) -> PreparedChunk:
-    """Decode, prompt and tokenize every distinct post of a chunk; mark rows that cannot be scored."""
+def prepare_chunk(chunk: Chunk, preparer: Preparer, image_root: Path, image_size: int, dedup: bool = True) -> PreparedChunk:
+    """Decode, prompt and tokenize every distinct post of a chunk; mark rows that cannot be scored.
+
+    With `dedup=False` every row is its own post (what a plain loop does with retweets).
+    """
     out = PreparedChunk(key=chunk.key, table=chunk.table)
     ids = chunk.table[ID].to_pylist()
     texts = chunk.table[TEXT].to_pylist()
@@ -86,6 +90,8 @@ def prepare_chunk(chunk: Chunk, preparer: Preparer, image_root: Path, image_size
     post_of_row = np.full(len(ids), -1, dtype=np.int64)
     for row, (post_id, text, image, aspect) in enumerate(zip(ids, texts, images, aspects)):
         key = (_encodable(text or ""), _encodable(image or ""), _encodable(aspect or ""))
+        if not dedup:
+            key = (*key, row)  # the row number makes every row distinct
         if key not in status_of:
             status_of[key] = _prepare_one(key, preparer, image_root, image_size, out.posts, seen)
         image_status, error = status_of[key]
@@ -122,7 +128,7 @@ def _prepare_one(
     posts: list[PreparedPost],
     seen: dict[tuple, int],
 ) -> tuple[str, str | None]:
-    text, image_value, aspect = key
+    text, image_value, aspect = key[:3]
     loaded = load_image(image_value or None, image_root, image_size)
     if not text.strip() and loaded.image is None:
         reason = "empty text and no usable image" + (f" ({loaded.detail})" if loaded.detail else "")

@@ -12,6 +12,7 @@ A backend has two halves so that CPU work never blocks the model:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,6 +81,27 @@ class Student(ABC):
     def to(self, device: Any) -> "Student":
         """Move the model to a device; backends override when they hold modules."""
         return self
+
+    @property
+    def counters(self) -> Counter:
+        """Work actually done (posts classified and explained, images encoded, tokens generated).
+
+        The benchmark reads it to report tokens/s and to show what a switch saved.
+        """
+        if "_counters" not in self.__dict__:
+            self._counters = Counter()
+        return self._counters
+
+    def use_image_cache(self, enabled: bool) -> bool:
+        """Encode each distinct image once per job; returns whether this backend can (default: no)."""
+        return False
+
+    def plain_generate(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        """The plain way, for the benchmark's baseline: one stock `generate` call, nothing reused.
+
+        Backends whose `explain` is already a stock `generate` call use it as it is.
+        """
+        return self.explain(batch, max_new_tokens)
 
 
 def label_token_ids(tokenizer: Any) -> list[int]:
