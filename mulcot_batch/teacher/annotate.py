@@ -73,7 +73,7 @@ class AnnotateOptions:
     quiet: bool = False
 
     def columns(self) -> InputColumns:
-        return InputColumns(self.id_col, self.text_col, self.image_col, self.aspect_col, self.label_col)
+        return InputColumns(id=self.id_col, text=self.text_col, image=self.image_col, aspect=self.aspect_col, label=self.label_col)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from PIL import Image
 from ..errors import JobError
 from ..images import load_image, resolve_under
 from ..metrics.labels import normalise_label
+from ..reading import Columns
 
 #: Canonical column names of the annotate output (those of rationales.parquet).
 POST_ID, TEXT, ASPECT, IMAGE_PATH, LABEL = "post_id", "text", "aspect", "image_path", "label"
@@ -32,11 +33,9 @@ SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF
 
 
 @dataclass(frozen=True)
-class InputColumns:
-    id: str = "post_id"
-    text: str = "text"
-    image: str = "image_path"
-    aspect: str = "aspect"
+class InputColumns(Columns):
+    """The scoring roles plus the gold label the teacher is checked against."""
+
     label: str = "label"
 
 
