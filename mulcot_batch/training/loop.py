@@ -117,10 +117,11 @@ def batch_loss(module: nn.Module, batch: dict[str, Any], cfg: TrainConfig) -> tu
     if batch["task"] == "reason":
         return cfg.w_reason * ce, parts
     loss = cfg.w_label * ce
-    if cfg.w_kd > 0 and label_logits is not None:
+    scored = ~batch["teacher"].isnan().any(dim=-1) if label_logits is not None else None
+    if cfg.w_kd > 0 and scored is not None and scored.any():  # extra texts carry no assistant logits
         t = cfg.kd_temperature
-        student = F.log_softmax(label_logits / t, dim=-1)
-        teacher = F.softmax(batch["teacher"].float() / t, dim=-1)
+        student = F.log_softmax(label_logits[scored] / t, dim=-1)
+        teacher = F.softmax(batch["teacher"][scored].float() / t, dim=-1)
         kd = F.kl_div(student, teacher, reduction="batchmean") * t * t
         loss = loss + cfg.w_kd * kd
         parts["kd"] = round(kd.item(), 4)

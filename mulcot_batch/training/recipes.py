@@ -33,6 +33,7 @@ from .run import (  # noqa: F401  (TrainOptions and chain_split are imported fro
     chain_split,
     load_run_data,
     training_sequences,
+    without_teacher,
     write_summary,
 )
 
@@ -59,7 +60,9 @@ def train_nano(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
 
         prompts = NanoPrompts(preparer, opts.use_images)
         sequences, examples = training_sequences(data, prompts, opts)
-        teacher = _teacher_logits(opts, examples, data.out, log) if opts.config.w_kd > 0 else None
+        teacher = None
+        if opts.config.w_kd > 0:
+            teacher = without_teacher(_teacher_logits(opts, data.distilled, data.out, log), len(data.extra))
         pad = tokenizer.pad_token_id
         make_batch = lambda idx: collate(sequences, idx, examples, features.inputs, pad, teacher)  # noqa: E731
         dev_seqs = build_sequences(data.dev, prompts, 0, reasoning=False)

