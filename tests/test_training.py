@@ -142,3 +142,22 @@ def test_distillation_skips_the_rows_without_assistant_logits():
     assert parts["kd"] == pytest.approx(expected.item(), abs=1e-4) and parts["kd"] != full
     none = torch.full((4, 3), float("nan"))
     assert "kd" not in batch_loss(module, {**batch, "teacher": none}, cfg)[1]
+
+
+def test_a_student_trained_without_images_is_never_shown_one():
+    from PIL import Image
+
+    from mulcot_batch.students.base import Post
+    from mulcot_batch.students.nano import NanoConfig, NanoPreparer
+    from mulcot_batch.training.recipes import COMPACT_TASKS, COMPACT_TEMPLATE
+    from mulcot_batch.weights import smollm2_folder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+    image = Image.new("RGB", (32, 32), "red")
+    blind = NanoPreparer(NanoConfig(template=COMPACT_TEMPLATE, tasks=COMPACT_TASKS, uses_images=False), tokenizer)
+    seeing = NanoPreparer(NanoConfig(template=COMPACT_TEMPLATE, tasks=COMPACT_TASKS), tokenizer)
+    post = Post("sunny day", "day", image)
+    assert blind.prepare(post).inputs["image"] is None
+    assert blind.prepare(post).inputs["classify"] == seeing.prepare(Post("sunny day", "day", None)).inputs["classify"]
+    assert seeing.prepare(post).inputs["image"] is not None

@@ -8,6 +8,7 @@ ship inside the package (`mulcot_batch/models/nano/`), the base weights come fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class NanoConfig:
         "<|im_start|>user\n{task}\nText: {text}\nImage: {image}<|im_end|>\n<|im_start|>assistant\n"
     )
     no_image: str = "none"
+    uses_images: bool = True  # False: trained without image tokens (an ablation), so it is never shown any
     label_prefix: str = PREDICTION_PREFIX
     # Compact task wordings of a trained template ({aspect} filled in); None: the shared wording.
     # A reasoning wording with {label} makes chains explain the one-pass label (see `explains_label`).
@@ -138,6 +140,8 @@ class NanoPreparer(Preparer):
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def prepare(self, post: Post) -> PreparedPost:
+        if not self.config.uses_images:
+            post = dataclasses.replace(post, image=None)
         image = self.pixels(post.image) if post.image is not None else None
         if self.config.explains_label:  # one chain prompt per label; collate picks the one-pass label's
             explain: Any = {label: self.prompt_ids(post, reasoning=True, label=label) for label in LABELS}

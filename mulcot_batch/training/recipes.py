@@ -97,6 +97,7 @@ def build_model(opts: TrainOptions) -> tuple[NanoModel, object, object | None]:
         template=COMPACT_TEMPLATE,
         tasks=COMPACT_TASKS,
         trained=True,
+        uses_images=opts.use_images,
         notes=f"trained by mulcot-batch ({kind}, images {'on' if opts.use_images else 'off'}, "
         f"KD weight {opts.config.w_kd})",
     )
