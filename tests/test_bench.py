@@ -135,9 +135,11 @@ def test_greedy_decoding_equals_stock_generate(nano: NanoStudent):
     from mulcot_batch.students.base import Post
 
     preparer = nano.preparer()
-    posts = [preparer.prepare(Post(text, None, None)) for text in ("What a great day !", "Awful service , never again", "ok")]
+    texts = ("What a great day !", "Awful service , never again", "ok")
+    posts = [preparer.prepare(Post(text, None, None)) for text in texts]
     batch = preparer.collate(posts, "explain", ["positive", "negative", "neutral"])
-    assert nano.explain(batch, 10) == nano.plain_generate(batch, 10)
+    chains = nano.explain(batch, 160)  # whole chains: rows finish at different steps and leave the batch
+    assert len({len(c) for c in chains}) > 1 and chains == nano.plain_generate(batch, 160)
 
 
 def test_image_feature_cache_encodes_once_and_evicts():
