@@ -67,6 +67,7 @@ class BenchOptions:
     sort_batches: bool = True
     dedup: bool = True
     image_cache: bool = True
+    draft_chains: bool = True
     min_posts: int | None = None  # None: two batches
     min_seconds: float = 2.0
     peak_seconds: float = 0.6  # per matmul size when measuring the FLOP/s peak
@@ -298,6 +299,7 @@ def engine_options(opts: BenchOptions, data: BenchInput, mode: str, out: Path) -
         sort_batches=opts.sort_batches,
         dedup=opts.dedup,
         image_cache=opts.image_cache,
+        draft_chains=opts.draft_chains,
     )
 
 
@@ -308,6 +310,7 @@ def run_engine(student: Student, opts: BenchOptions, data: BenchInput, mode: str
     folder = OutputFolder(out)
     folder.claim(plan.identity, overwrite=True)
     student.use_image_cache(score.image_cache)  # a fresh cache: every job starts cold
+    student.use_drafts(score.draft_chains)
     before = dict(student.counters)
     with PeakMemory(device) as memory:
         start = time.perf_counter()
@@ -502,7 +505,7 @@ def _describe_input(source: Path, data: BenchInput, opts: BenchOptions) -> dict:
 
 def _settings(opts: BenchOptions) -> dict:
     keep = ("model", "batch_size", "chain_batch_size", "max_new_tokens", "label_tokens", "uncertain_below", "workers", "dtype",
-            "sort_batches", "dedup", "image_cache", "min_seconds")
+            "sort_batches", "dedup", "image_cache", "draft_chains", "min_seconds")
     return {**{k: getattr(opts, k) for k in keep}, "modes": list(opts.modes), "min_posts": opts.stable_posts()}
 
 

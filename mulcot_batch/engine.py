@@ -63,6 +63,7 @@ class ScoreOptions:
     sort_batches: bool = True  # length-sorted batches within a chunk (input order restored on output)
     dedup: bool = True  # identical posts of a chunk computed once
     image_cache: bool = True  # each distinct image encoded once per job
+    draft_chains: bool = True  # decoding steps also verify tokens guessed from earlier chains
 
     def columns(self) -> Columns:
         return Columns(self.id_col, self.text_col, self.image_col, self.aspect_col, tuple(self.keep))
@@ -108,7 +109,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 #: Options that change how a job runs, not what it writes: a rerun may change them and still resume.
 _NOT_IDENTITY = (
     "inputs", "out", "overwrite", "quiet", "workers", "batch_size", "model", "trust_remote_code",
-    "chain_batch_size", "sort_batches", "dedup", "image_cache",
+    "chain_batch_size", "sort_batches", "dedup", "image_cache", "draft_chains",
 )
 
 
@@ -304,6 +305,7 @@ def load_job_student(opts: ScoreOptions, device: torch.device) -> Student:
         hf_logging.disable_progress_bar()
     student = load_student(opts.model, opts.adapter, dtype, device, opts.image_size, opts.seed, opts.trust_remote_code)
     student.use_image_cache(opts.image_cache)
+    student.use_drafts(opts.draft_chains)
     return student
 
 

@@ -1,10 +1,11 @@
-"""Attention for the embedded student: torch's SDPA, except for one-token decoding steps on CPU.
+"""Attention for the embedded student: torch's SDPA, except for decoding steps on CPU.
 
-In a decoding step each row has one query token against its cached keys. torch's CPU flash kernel
-is slow for that shape when there is a padding mask (3.0 ms per layer for 64 rows x 150 cached
-tokens of SmolLM2, bf16, one thread, against 1.0 ms for two batched matmuls and a softmax), and it
-is a third of a decoding step. Prompts (many query tokens) still go through SDPA unchanged, so the
-label pass is exactly the stock computation. The decoding path is `transformers`' eager attention
+In a decoding step each row has one query token (a few, when drafted tokens are verified) against
+its cached keys. torch's CPU flash kernel is slow for that shape when there is a padding mask (3.0
+ms per layer for 64 rows x 150 cached tokens of SmolLM2, bf16, one thread, against 1.0 ms for two
+batched matmuls and a softmax), and it is a third of a decoding step. Prompts (more than
+`MAX_EAGER_QUERIES` query tokens) still go through SDPA unchanged, so the label pass is exactly the
+stock computation. The decoding path is `transformers`' eager attention
 (scores in the model dtype, softmax in float32) with the query heads grouped onto their key/value
 heads instead of repeating keys and values.
 """
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 
 NAME = "mulcot_sdpa"
+# Speculative decoding verifies a few drafted tokens per step: still a decoding shape, not a prompt.
+MAX_EAGER_QUERIES = 16
 
 
 def attention_forward(
@@ -31,20 +34,28 @@ def attention_forward(
     """The `transformers` attention-function interface: query (B, H, q, D), key/value (B, KV, T, D)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.shape[2] != 1 or query.device.type != "cpu" or dropout or kwargs.get("position_bias") is not None or kwargs.get("softcap"):
+    queries = query.shape[2]
+    needs_stock = query.device.type != "cpu" or dropout or kwargs.get("position_bias") is not None or kwargs.get("softcap")
+    # Many query tokens with no mask means "causal": SDPA's own causal path is right for that.
+    if needs_stock or (queries > 1 and (attention_mask is None or queries > MAX_EAGER_QUERIES)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)  # query heads that share a key/value head
+    group = heads // kv_heads
+    # (B, KV, heads per KV x q, D): the query heads that share a key/value head, against it alone
+    # (a view, not a copy: broadcasting keys over the group instead would copy the whole cache).
+    grouped = query.reshape(batch, kv_heads, group * queries, dim)
     scores = torch.matmul(grouped, key.transpose(-1, -2)) * (scaling if scaling is not None else dim**-0.5)
     if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        scores = scores.view(batch, kv_heads, group, queries, -1)
+        mask = attention_mask.unsqueeze(2)  # (B, 1, q, T) -> (B, 1, 1, q, T)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
-            scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    out = torch.matmul(probs, value)  # (B, KV, heads per KV, D)
-    return out.reshape(batch, 1, heads, dim), None
+            scores = scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype).view(batch, kv_heads, group * queries, -1)
+    out = torch.matmul(probs, value).view(batch, kv_heads, group, queries, dim)
+    return out.permute(0, 3, 1, 2, 4).reshape(batch, queries, heads, dim), None
 
 
 def install(model: Any) -> bool:

@@ -96,6 +96,11 @@ class Student(ABC):
         """Encode each distinct image once per job; returns whether this backend can (default: no)."""
         return False
 
+    def use_drafts(self, enabled: bool) -> bool:
+        """Speculative chain decoding from guessed tokens (same chains, fewer steps); returns whether
+        this backend can (default: no)."""
+        return False
+
     def plain_generate(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         """The plain way, for the benchmark's baseline: one stock `generate` call, nothing reused.
 

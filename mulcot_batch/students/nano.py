@@ -27,6 +27,7 @@ from ..schema import LABELS
 from .attention import install as install_fast_attention
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 from .decoding import greedy_decode, stop_token_ids
+from .drafting import NgramDrafter
 from .image_cache import ImageFeatureCache, pixel_key
 
 NANO_DIR = Path(__file__).resolve().parent.parent / "models" / "nano"
@@ -35,6 +36,7 @@ IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 ENCODER_CHANNELS = 1280
 PLACEHOLDER_ID = 0  # overwritten by image embeddings; the id itself is never seen by the LM
 MAX_ASPECT_CHARS = 200  # aspects are short target phrases; a longer one is clipped
+DRAFT_TOKENS = 12  # drafted tokens a chain decoding step may verify per row, when few rows are left
 MAX_CHARS_PER_TOKEN = 64  # text beyond max_text_tokens * this many characters is never tokenized
 
 
@@ -267,6 +269,8 @@ class NanoStudent(Student):
         self.weights = weights_text
         self.stop_ids = stop_token_ids(model.lm, tokenizer)
         self.image_cache: ImageFeatureCache | None = None
+        self.drafter = NgramDrafter()
+        self.draft_tokens = 0
 
     @classmethod
     def load(cls, folder: Path = NANO_DIR, dtype: torch.dtype = torch.float32, seed: int = 0) -> "NanoStudent":
@@ -322,6 +326,11 @@ class NanoStudent(Student):
         self.image_cache = ImageFeatureCache() if enabled else None
         return True
 
+    def use_drafts(self, enabled: bool) -> bool:
+        self.drafter = NgramDrafter()  # a fresh index: every job starts cold
+        self.draft_tokens = DRAFT_TOKENS if enabled else 0
+        return True
+
     def _model_batch(self, batch: dict[str, Any], cached: bool = True) -> dict[str, Any]:
         """The batch on the model's device, images replaced by their (cached) encoder features."""
         batch = self._device_batch(batch)
@@ -352,8 +361,15 @@ class NanoStudent(Student):
     def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         """Greedy chains; a row leaves the batch the step it ends (see `decoding`)."""
         batch = self._model_batch(batch)
+        drafts = [self.drafter.row(prompt) for prompt in _text_ids(batch)] if self.draft_tokens else None
         rows = greedy_decode(
-            self.model.lm, self.model.input_embeddings(batch), batch["attention_mask"], max_new_tokens, self.stop_ids
+            self.model.lm,
+            self.model.input_embeddings(batch),
+            batch["attention_mask"],
+            max_new_tokens,
+            self.stop_ids,
+            drafts,
+            self.draft_tokens,
         )
         self.counters["explained"] += len(rows)
         self.counters["tokens_generated"] += sum(len(r) for r in rows)
@@ -377,6 +393,12 @@ class NanoStudent(Student):
             config._attn_implementation = installed
         self.counters["tokens_generated"] += sum(_until_stop(row, self.stop_ids) for row in generated.tolist())
         return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+
+def _text_ids(batch: dict[str, Any]) -> list[list[int]]:
+    """Each row's prompt tokens without its padding and image slots: what a chain may copy from."""
+    keep = batch["attention_mask"].bool() & ~batch["image_mask"]
+    return [ids[row_keep].tolist() for ids, row_keep in zip(batch["input_ids"].cpu(), keep.cpu())]
 
 
 def _until_stop(row: list[int], stop_ids: list[int]) -> int:
