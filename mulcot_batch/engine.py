@@ -260,6 +260,7 @@ def run_chunks(
     first, and no further chunk is started.
     """
     preparer = student.preparer()
+    preparer.chains = plan.opts.rationales != "none"
     source = replace(
         plan.source,
         done=frozenset(folder.done_chunks()),

@@ -45,6 +45,10 @@ class PreparedPost:
 class Preparer(ABC):
     """Builds model inputs on CPU worker processes; must be picklable."""
 
+    #: Whether posts need their reasoning prompts too; a `--rationales none` job sets it False so
+    #: that no CPU time goes to prompts it will never run (backends may ignore it).
+    chains: bool = True
+
     @abstractmethod
     def prepare(self, post: Post) -> PreparedPost:
         """Both prompts (label and reasoning) for one post, tokenized."""

@@ -37,6 +37,7 @@ ENCODER_CHANNELS = 1280
 PLACEHOLDER_ID = 0  # overwritten by image embeddings; the id itself is never seen by the LM
 MAX_ASPECT_CHARS = 200  # aspects are short target phrases; a longer one is clipped
 DRAFT_TOKENS = 12  # drafted tokens a chain decoding step may verify per row, when few rows are left
+TEMPLATE_CACHE_SIZE = 4096  # distinct template pieces kept tokenized (aspects x labels)
 MAX_CHARS_PER_TOKEN = 64  # text beyond max_text_tokens * this many characters is never tokenized
 
 
@@ -96,6 +97,7 @@ class NanoPreparer(Preparer):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.image_size = config.image_size  # lets the image loader decode JPEGs at reduced scale
+        self._template_ids: dict[str, list[int]] = {}
         added = list(tokenizer.get_added_vocab()) if hasattr(tokenizer, "get_added_vocab") else []
         self._special_strings = sorted({t for t in tokenizer.all_special_tokens + added if len(t) > 1}, key=len, reverse=True)
 
@@ -110,7 +112,15 @@ class NanoPreparer(Preparer):
 
     def _ids(self, text: str, user_text: bool = False) -> list[int]:
         # User text never gets to spell special tokens such as <|im_start|>.
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=user_text)
+        if user_text:
+            return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        # Template pieces (task lines per aspect and label) repeat across posts: tokenize each once.
+        ids = self._template_ids.get(text)
+        if ids is None:
+            if len(self._template_ids) >= TEMPLATE_CACHE_SIZE:
+                self._template_ids.clear()
+            ids = self._template_ids[text] = self.tokenizer.encode(text, add_special_tokens=False)
+        return list(ids)
 
     def prompt_ids(self, post: Post, reasoning: bool, label: str | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of the label or reasoning prompt, and which positions are image tokens."""
@@ -145,14 +155,18 @@ class NanoPreparer(Preparer):
         if not self.config.uses_images:
             post = dataclasses.replace(post, image=None)
         image = self.pixels(post.image) if post.image is not None else None
-        if self.config.explains_label:  # one chain prompt per label; collate picks the one-pass label's
-            explain: Any = {label: self.prompt_ids(post, reasoning=True, label=label) for label in LABELS}
+        classify = self.prompt_ids(post, reasoning=False)
+        if not self.chains:  # only labels: sort the batches by the label prompt
+            explain: Any = None
+            length = len(classify[0])
+        elif self.config.explains_label:  # one chain prompt per label; collate picks the one-pass label's
+            explain = {label: self.prompt_ids(post, reasoning=True, label=label) for label in LABELS}
             length = max(len(ids) for ids, _ in explain.values())
         else:
             explain = self.prompt_ids(post, reasoning=True)
             length = len(explain[0])
         inputs = {
-            "classify": self.prompt_ids(post, reasoning=False),
+            "classify": classify,
             "explain": explain,
             "image": image,
             "image_key": pixel_key(image) if image is not None else None,  # job-level encoder cache
