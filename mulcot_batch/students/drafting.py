@@ -3,9 +3,9 @@
 A chain copies a lot: the aspect and words of its post, and the wording every chain of the model
 shares ("There is no conflict between the text and the image analyses."). Looking the last few
 tokens up in the row's chain so far, in the chains of the job's other rows, then in the row's
-prompt, guesses such runs, and the model checks a whole guess in one decoding step. A guess only decides how many
-tokens a step may emit, never which ones: verification keeps exactly the tokens greedy decoding
-picks one at a time (see `decoding.greedy_decode`).
+prompt, guesses such runs, and the model checks a whole guess in one decoding step. A guess only
+decides how many tokens a step may emit, never which ones: verification keeps exactly the tokens
+greedy decoding picks one at a time (see `decoding.greedy_decode`).
 """
 
 from __future__ import annotations
