@@ -68,6 +68,7 @@ class BenchOptions:
     dedup: bool = True
     image_cache: bool = True
     draft_chains: bool = True
+    repeat: int = 1  # runs of each measurement; the one of median time is reported
     min_posts: int | None = None  # None: two batches
     min_seconds: float = 2.0
     peak_seconds: float = 0.6  # per matmul size when measuring the FLOP/s peak
@@ -327,6 +328,18 @@ def run_engine(student: Student, opts: BenchOptions, data: BenchInput, mode: str
     return measured, ok
 
 
+def median_run(runs: list[Measurement]) -> Measurement:
+    """The run of median time (the faster middle one of an even count), every run's seconds kept.
+
+    On a shared or throttled machine one run can be off by a fifth; the median of a few is the
+    figure to quote, and the spread shows how far to trust it.
+    """
+    chosen = sorted(runs, key=lambda m: m.seconds)[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        chosen.extra["seconds_of_each_run"] = [round(m.seconds, 3) for m in runs]
+    return chosen
+
+
 def compare_labels(engine: pl.DataFrame, baseline: dict[str, str | None]) -> dict:
     """Engine labels against the baseline's generated labels on the same post ids (greedy, same model)."""
     pairs = [(pid, lab, baseline.get(pid)) for pid, lab in zip(engine["post_id"].to_list(), engine["label"].to_list()) if pid in baseline]
@@ -370,6 +383,8 @@ def check_bench(opts: BenchOptions) -> Path:
         raise JobError("--threads must be at least 1")
     if opts.label_tokens < 1:
         raise JobError("--label-tokens must be at least 1")
+    if opts.repeat < 1:
+        raise JobError("--repeat must be at least 1")
     if opts.json_path and not Path(opts.json_path).resolve().parent.is_dir():
         raise JobError(f"--json {opts.json_path}: its folder does not exist")  # found now, not after the runs
     check_options(ScoreOptions(
@@ -402,12 +417,15 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda _msg:
         runs, baseline_labels = [], None
         if opts.baseline:
             progress("baseline: plain generate loop")
-            only_labels, full, baseline_labels = run_baseline(student, opts, data, device)
-            runs += [only_labels, full]
+            repeats = [run_baseline(student, opts, data, device) for _ in range(opts.repeat)]
+            baseline_labels = repeats[0][2]  # greedy: every repeat generates the same labels
+            runs += [median_run([r[0] for r in repeats]), median_run([r[1] for r in repeats])]
         engine_frames = {}
         for mode in opts.modes:
             progress(f"engine: --rationales {mode}")
-            measured, frame = run_engine(student, opts, data, mode, work / f"out-{mode}", device)
+            repeats = [run_engine(student, opts, data, mode, work / f"out-{mode}", device) for _ in range(opts.repeat)]
+            measured = median_run([m for m, _ in repeats])
+            frame = repeats[0][1]
             runs.append(measured)
             engine_frames[measured.name] = (mode, frame)
         duplicates = _duplicates(student, opts, data, work, device, progress) if opts.duplicates else None
@@ -505,7 +523,7 @@ def _describe_input(source: Path, data: BenchInput, opts: BenchOptions) -> dict:
 
 def _settings(opts: BenchOptions) -> dict:
     keep = ("model", "batch_size", "chain_batch_size", "max_new_tokens", "label_tokens", "uncertain_below", "workers", "dtype",
-            "sort_batches", "dedup", "image_cache", "draft_chains", "min_seconds")
+            "sort_batches", "dedup", "image_cache", "draft_chains", "repeat", "min_seconds")
     return {**{k: getattr(opts, k) for k in keep}, "modes": list(opts.modes), "min_posts": opts.stable_posts()}
 
 
@@ -523,4 +541,7 @@ def _notes(opts: BenchOptions, data: BenchInput, runs: list[Measurement]) -> lis
         notes.append("a single post: the figures are the latency of one post, not a throughput")
     if any(not r.stable for r in runs):
         notes.append("some runs are too small for a stable figure: their rates are left out (raise --posts)")
+    if opts.repeat > 1:
+        spread = ", ".join(f"{r.name} {min(r.extra['seconds_of_each_run']):.1f}-{max(r.extra['seconds_of_each_run']):.1f} s" for r in runs)
+        notes.append(f"each figure is the median of {opts.repeat} runs; their spread: {spread}")
     return notes

@@ -318,6 +318,7 @@ def report(scored: tuple[str, ...], by: tuple[str, ...], **options) -> None:
 @click.option("--no-dedup", "dedup", is_flag=True, flag_value=False, default=True, help="Engine: compute repeated posts again.")
 @click.option("--no-image-cache", "image_cache", is_flag=True, flag_value=False, default=True, help="Engine: encode an image every time it is read.")
 @click.option("--no-draft", "draft_chains", is_flag=True, flag_value=False, default=True, help="Engine: decode chains one token per step, no guessed tokens verified.")
+@click.option("--repeat", type=int, default=1, show_default=True, help="Run each measurement N times and report the one of median time (all N kept in the JSON).")
 @click.option("--min-posts", type=int, default=None, help="Fewer posts give no figure [default: 2x --batch-size].")
 @click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Shorter runs give no figure.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a --model folder to run its own Python code.")

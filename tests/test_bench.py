@@ -124,6 +124,16 @@ def test_bench_input_copies_are_distinct_and_duplicates_are_exact(tmp_path: Path
     assert twins["text"][0] == twins["text"][1]  # a retweet right after its post: same chunk
 
 
+def test_repeated_runs_report_the_median_and_keep_each_run(nano: NanoStudent):
+    result = run_bench(BenchOptions(posts=4, modes=("none",), repeat=3, **TINY_RUN), student=nano)
+    for run in result["runs"]:
+        each = run["seconds_of_each_run"]
+        assert len(each) == 3 and sorted(each)[1] == round(run["seconds"], 3)
+    assert any("median of 3 runs" in note for note in result["notes"])
+    assert result["runs"][-1]["labels_vs_baseline"]["compared"] == 4
+    assert run_cli("bench", "--repeat", "0").exit_code == 2
+
+
 def test_sort_switch_keeps_input_order():
     lengths = [3, 9, 1, 7]
     assert list(length_sorted_batches([0, 1, 2, 3], lengths, 2)) == [[1, 3], [0, 2]]
