@@ -95,15 +95,7 @@ def test_drafts_respect_the_length_cap_and_stop_tokens(nano: NanoStudent):
         assert rows == [plain[0][:cap]]
 
 
-def test_trim_padding_drops_columns_masked_in_every_row_at_both_ends():
-    class Layer:
-        keys = torch.arange(6.0).view(1, 1, 6, 1).repeat(2, 1, 1, 1)
-        values = keys.clone()
-
-    class Cache:
-        layers = [Layer()]
-
+def test_the_used_columns_exclude_those_masked_in_every_row_at_both_ends():
     mask = torch.tensor([[0, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 0]])
-    trimmed = decoding._trim_padding(mask, Cache())
-    assert trimmed.tolist() == [[0, 1, 1, 0], [1, 1, 0, 1]]
-    assert Cache.layers[0].keys[0, 0, :, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert decoding._used_columns(mask) == (1, 5)
+    assert decoding._used_columns(torch.ones(2, 3, dtype=torch.long)) == (0, 3)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .drafting import DraftRow
+from .kv_cache import columns_for_step, decoding_cache, shrink
 
 DRAFT_BUDGET = 96  # drafted tokens per step across the batch: 6 per row at 16 rows, 1 at 64
 
@@ -52,8 +53,6 @@ def greedy_decode(
     and keeps the longest prefix the model agrees with, plus the model's own next token: the same
     tokens as one at a time, in fewer, wider steps.
     """
-    from transformers import DynamicCache
-
     rows = inputs_embeds.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
     if rows == 0 or max_new_tokens < 1:
@@ -61,7 +60,7 @@ def greedy_decode(
     device = inputs_embeds.device
     stop = set(int(i) for i in stop_ids)
     head = lm.get_output_embeddings()
-    cache = DynamicCache(config=lm.config)
+    cache = decoding_cache(lm.config)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache_arg = _cache_keyword(lm.model)
     out = lm.model(
@@ -91,18 +90,22 @@ def greedy_decode(
         if not keep:
             break
         last_position = last_position + accepted + 1  # the token fed next sits right after the agreed drafts
+        index = None
         if len(keep) < len(alive):
             index = torch.tensor(keep, device=device)
             alive, last_position, attention_mask = alive[index], last_position[index], attention_mask[index]
-            cache.batch_select_indices(index)
-        attention_mask = _trim_padding(attention_mask, cache)
+        start, end = _used_columns(attention_mask)
+        shrink(cache, index, start, end)
+        attention_mask = attention_mask[:, start:end]
         tokens = torch.tensor(last_tokens, dtype=torch.long, device=device)[:, None]
         fed_drafts, draft_lengths = _next_drafts(alive, generated, drafts, draft_tokens, max_new_tokens, device)
         tokens = torch.cat([tokens, fed_drafts], dim=1)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(tokens.shape)], dim=1)
+        # The cache may hand attention more columns than it has filled (room for the next steps): masked.
+        room = columns_for_step(cache, tokens.shape[1]) - attention_mask.shape[1]
         out = lm.model(
             input_ids=tokens,
-            attention_mask=attention_mask,
+            attention_mask=torch.nn.functional.pad(attention_mask, (0, room)),
             position_ids=last_position[:, None] + torch.arange(tokens.shape[1], device=device),
             use_cache=True,
             **{cache_arg: cache},
@@ -166,8 +169,9 @@ def _cache_keyword(decoder: Any) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
-def _trim_padding(attention_mask: torch.Tensor, cache: Any) -> torch.Tensor:
-    """Drop columns that are masked in every remaining row, at either end, from the mask and the cache.
+def _used_columns(attention_mask: torch.Tensor) -> tuple[int, int]:
+    """The span of cache columns some remaining row still attends to: columns masked in every row
+    at either end are dropped.
 
     Leading ones are left padding of rows that have left; trailing ones are drafted tokens that no
     row kept.
@@ -175,10 +179,4 @@ def _trim_padding(attention_mask: torch.Tensor, cache: Any) -> torch.Tensor:
     masked = attention_mask == 0
     lead = int(masked.long().cumprod(dim=1).all(dim=0).sum())
     trail = int(masked.flip(1).long().cumprod(dim=1).all(dim=0).sum())
-    if lead == 0 and trail == 0:
-        return attention_mask
-    end = attention_mask.shape[1] - trail
-    for layer in cache.layers:
-        layer.keys = layer.keys[..., lead:end, :]
-        layer.values = layer.values[..., lead:end, :]
-    return attention_mask[:, lead:end]
+    return lead, attention_mask.shape[1] - trail
