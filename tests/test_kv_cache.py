@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from mulcot_batch.students import attention
-from mulcot_batch.students.decoding import _cache_keyword
+from mulcot_batch.students.decoding import cache_keyword
 from mulcot_batch.students.kv_cache import GROWTH, columns_for_step, decoding_cache, shrink
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,7 +31,7 @@ def _step(model, cache, tokens, mask, positions, pad_to_cache: bool):
     wide = mask
     if pad_to_cache:
         wide = torch.nn.functional.pad(mask, (0, columns_for_step(cache, tokens.shape[1]) - mask.shape[1]))
-    out = model.model(input_ids=tokens, attention_mask=wide, position_ids=positions, use_cache=True, **{_cache_keyword(model.model): cache})
+    out = model.model(input_ids=tokens, attention_mask=wide, position_ids=positions, use_cache=True, **{cache_keyword(model.model): cache})
     return out.last_hidden_state, mask
 
 
@@ -42,7 +42,7 @@ def test_steps_with_dropped_rows_and_trimmed_columns_match_the_dynamic_cache(tin
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     hidden = {}
     for name, cache in (("dynamic", DynamicCache(config=tiny_llama.config)), ("preallocated", decoding_cache(tiny_llama.config))):
-        out = tiny_llama.model(input_ids=prompt, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **{_cache_keyword(tiny_llama.model): cache})
+        out = tiny_llama.model(input_ids=prompt, attention_mask=prompt_mask, position_ids=positions, use_cache=True, **{cache_keyword(tiny_llama.model): cache})
         states, mask, last = [out.last_hidden_state[:, -1]], prompt_mask, positions[:, -1]
         tokens_of = torch.Generator().manual_seed(1)  # the same tokens for both caches
         for step in range(GROWTH + 4):  # past the first room, so the buffer grows once
@@ -68,7 +68,7 @@ def test_a_step_with_room_writes_in_place_and_trimming_drafts_copies_nothing(tin
     cache = decoding_cache(tiny_llama.config)
     prompt = torch.randint(3, 97, (2, 4))
     mask = torch.ones_like(prompt)
-    tiny_llama.model(input_ids=prompt, attention_mask=mask, position_ids=torch.arange(4).expand(2, 4), use_cache=True, **{_cache_keyword(tiny_llama.model): cache})
+    tiny_llama.model(input_ids=prompt, attention_mask=mask, position_ids=torch.arange(4).expand(2, 4), use_cache=True, **{cache_keyword(tiny_llama.model): cache})
     layer = cache.layers[0]
     buffer = layer.keys.data_ptr()
     _, mask = _step(tiny_llama, cache, torch.randint(3, 97, (2, 3)), mask, torch.arange(4, 7).expand(2, 3), True)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from transformers.cache_utils import Cache
 
 from .drafting import DraftRow
 from .kv_cache import columns_for_step, decoding_cache, shrink
@@ -45,6 +46,7 @@ def greedy_decode(
     stop_ids: Iterable[int],
     drafts: list[DraftRow] | None = None,
     draft_tokens: int = 0,
+    cache: Cache | None = None,
 ) -> list[list[int]]:
     """New token ids per row (a row's stop token included), decoding left-padded prompts greedily.
 
@@ -52,6 +54,10 @@ def greedy_decode(
     (one per row) and `draft_tokens` > 0, each step also feeds up to that many drafted tokens per row
     and keeps the longest prefix the model agrees with, plus the model's own next token: the same
     tokens as one at a time, in fewer, wider steps.
+
+    With `cache` (from `kv_cache.prefix_cache`), the rows' prompts start with prefixes already cached
+    there: `inputs_embeds` are only the rest of each prompt, and `attention_mask` covers the cached
+    columns and then those.
     """
     rows = inputs_embeds.shape[0]
     generated: list[list[int]] = [[] for _ in range(rows)]
@@ -60,11 +66,16 @@ def greedy_decode(
     device = inputs_embeds.device
     stop = set(int(i) for i in stop_ids)
     head = lm.get_output_embeddings()
-    cache = decoding_cache(lm.config)
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache_arg = _cache_keyword(lm.model)
+    cache = cache if cache is not None else decoding_cache(lm.config)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
+    cache_arg = cache_keyword(lm.model)
+    room = columns_for_step(cache, inputs_embeds.shape[1]) - attention_mask.shape[1]
     out = lm.model(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=positions, use_cache=True, **{cache_arg: cache}
+        inputs_embeds=inputs_embeds,
+        attention_mask=torch.nn.functional.pad(attention_mask, (0, room)),
+        position_ids=positions,
+        use_cache=True,
+        **{cache_arg: cache},
     )
     predicted = _argmax_tokens(head, out.last_hidden_state[:, -1:, :])  # (rows, 1)
     fed_drafts = torch.zeros((rows, 0), dtype=torch.long, device=device)
@@ -164,7 +175,7 @@ def _next_drafts(
     return padded.to(device), lengths.to(device)
 
 
-def _cache_keyword(decoder: Any) -> str:
+def cache_keyword(decoder: Any) -> str:
     """transformers renamed `past_key_values` to `cache` during 5.x; use whichever this version takes."""
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 

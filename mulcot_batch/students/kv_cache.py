@@ -29,6 +29,15 @@ class PreallocatedLayer(DynamicLayer):
         super().__init__()
         self.filled = 0
 
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> "PreallocatedLayer":
+        """A layer whose first `filled` columns of `keys`/`values` (rows, heads, columns, dim; the
+        rest is room) are already cached: a prompt prefix computed earlier."""
+        layer = cls()
+        layer.keys, layer.values, layer.filled = keys, values, filled
+        layer.is_initialized = True
+        return layer
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         new = key_states.shape[-2]
         if not self.is_initialized:  # the prompt: attention reads these very tensors
@@ -78,7 +87,7 @@ def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
 
 
 def decoding_cache(config: Any) -> Cache:
-    """A preallocated cache, or a `DynamicCache` where the model has layer kinds (sliding windows,
+    """An empty preallocated cache, or a `DynamicCache` where the model has layer kinds (sliding windows,
     ...) this one does not implement."""
     text_config = config.get_text_config(decoder=True)
     layer_types = getattr(text_config, "layer_types", None)
@@ -87,11 +96,17 @@ def decoding_cache(config: Any) -> Cache:
     return Cache(layers=[PreallocatedLayer() for _ in range(text_config.num_hidden_layers)])
 
 
+def prefix_cache(keys: torch.Tensor, values: torch.Tensor, filled: int) -> Cache:
+    """A cache that already holds prompt prefixes: `keys`/`values` are (layers, rows, heads, columns,
+    dim), the first `filled` columns cached, the rest room."""
+    return Cache(layers=[PreallocatedLayer.holding(k, v, filled) for k, v in zip(keys, values)])
+
+
 def columns_for_step(cache: Cache, new: int) -> int:
     """Make room for `new` tokens; the number of key columns attention will read in that step (the
     width its padding mask must have)."""
     layers = cache.layers
-    if not all(isinstance(layer, PreallocatedLayer) for layer in layers):
+    if not all(isinstance(layer, PreallocatedLayer) and layer.is_initialized for layer in layers):
         return cache.get_seq_length() + new
     for layer in layers:
         layer.make_room(new)

@@ -20,15 +20,17 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.cache_utils import DynamicCache
 
 from .. import weights
 from ..prompts import PREDICTION_PREFIX, task_instruction
 from ..schema import LABELS
 from .attention import install as install_fast_attention
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
-from .decoding import greedy_decode, stop_token_ids
+from .decoding import cache_keyword, greedy_decode, stop_token_ids
 from .drafting import NgramDrafter
 from .image_cache import ImageFeatureCache, pixel_key
+from .prompt_prefixes import PromptPrefixes, prefix_key, shared_prefix_length
 
 NANO_DIR = Path(__file__).resolve().parent.parent / "models" / "nano"
 IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -165,11 +167,17 @@ class NanoPreparer(Preparer):
         else:
             explain = self.prompt_ids(post, reasoning=True)
             length = len(explain[0])
+        image_key = pixel_key(image) if image is not None else None  # job-level encoder cache
+        chain_prompts = [] if explain is None else [ids for ids, _ in (explain.values() if isinstance(explain, dict) else [explain])]
+        shared = shared_prefix_length(classify[0], chain_prompts) if chain_prompts else 0
         inputs = {
             "classify": classify,
             "explain": explain,
             "image": image,
-            "image_key": pixel_key(image) if image is not None else None,  # job-level encoder cache
+            "image_key": image_key,
+            # What the label prompt and the chain prompts share: computed once (`prompt_prefixes`).
+            "prefix_length": shared,
+            "prefix_key": prefix_key(classify[0][:shared], image_key) if shared else None,
         }
         return PreparedPost(inputs=inputs, length=length)
 
@@ -190,6 +198,8 @@ class NanoPreparer(Preparer):
             "image_mask": image_mask,
             "images": torch.stack([p.inputs["image"] for p in with_image]) if with_image else None,
             "image_keys": [p.inputs.get("image_key") for p in with_image],
+            "prefix_lengths": [p.inputs.get("prefix_length", 0) for p in posts],
+            "prefix_keys": [p.inputs.get("prefix_key") for p in posts],
         }
 
 
@@ -243,12 +253,18 @@ class NanoModel(nn.Module):
         """The LM's vocabulary head (named as in transformers): training applies it to few positions."""
         return self.lm.get_output_embeddings()
 
-    def hidden_states(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Last hidden states of the LM, without the vocabulary projection (training reads few positions)."""
+    def hidden_states(self, batch: dict[str, Any], cache: Any = None) -> torch.Tensor:
+        """Last hidden states of the LM, without the vocabulary projection (training reads few positions).
+
+        With `cache` (a transformers `Cache`), the prompt's keys and values are left in it."""
         attention = batch["attention_mask"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         out = self.lm.model(
-            inputs_embeds=self.input_embeddings(batch), attention_mask=attention, position_ids=positions, use_cache=False
+            inputs_embeds=self.input_embeddings(batch),
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=cache is not None,
+            **({cache_keyword(self.lm.model): cache} if cache is not None else {}),
         )
         return out.last_hidden_state
 
@@ -285,6 +301,7 @@ class NanoStudent(Student):
         self.image_cache: ImageFeatureCache | None = None
         self.drafter = NgramDrafter()
         self.draft_tokens = 0
+        self.prefixes = PromptPrefixes()
 
     @classmethod
     def load(cls, folder: Path = NANO_DIR, dtype: torch.dtype = torch.float32, seed: int = 0) -> "NanoStudent":
@@ -365,7 +382,12 @@ class NanoStudent(Student):
     def classify(self, batch: dict[str, Any]) -> np.ndarray:
         """One forward pass; only the three label rows of the vocabulary projection are computed."""
         batch = self._model_batch(batch)
-        last = self.model.hidden_states(batch)[:, -1, :]
+        if self.prefixes.wanted(batch):  # chains follow: keep the prompt prefix they share
+            cache = DynamicCache(config=self.model.lm.config)
+            last = self.model.hidden_states(batch, cache)[:, -1, :]
+            self.prefixes.keep(batch, cache)
+        else:
+            last = self.model.hidden_states(batch)[:, -1, :]
         head = self.model.lm.get_output_embeddings()
         label_logits = F.linear(last, head.weight[self.label_ids], None if head.bias is None else head.bias[self.label_ids])
         self.counters["classified"] += len(last)
@@ -374,17 +396,17 @@ class NanoStudent(Student):
     @torch.inference_mode()
     def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         """Greedy chains; a row leaves the batch the step it ends (see `decoding`)."""
-        batch = self._model_batch(batch)
+        batch = self._device_batch(batch)
         drafts = [self.drafter.row(prompt) for prompt in _text_ids(batch)] if self.draft_tokens else None
-        rows = greedy_decode(
-            self.model.lm,
-            self.model.input_embeddings(batch),
-            batch["attention_mask"],
-            max_new_tokens,
-            self.stop_ids,
-            drafts,
-            self.draft_tokens,
-        )
+        resumed = self.prefixes.resume(batch)
+        if resumed is not None:  # the label pass computed the shared start of these prompts
+            cache, rest_ids, attention = resumed
+            embeds = self.model.lm.get_input_embeddings()(rest_ids)
+            self.counters["prompt_tokens_reused"] += int(attention[:, : cache.get_seq_length()].sum())
+        else:
+            batch = self._model_batch(batch)
+            cache, embeds, attention = None, self.model.input_embeddings(batch), batch["attention_mask"]
+        rows = greedy_decode(self.model.lm, embeds, attention, max_new_tokens, self.stop_ids, drafts, self.draft_tokens, cache)
         self.counters["explained"] += len(rows)
         self.counters["tokens_generated"] += sum(len(r) for r in rows)
         return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]

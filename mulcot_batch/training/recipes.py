@@ -37,7 +37,10 @@ from .run import (  # noqa: F401  (TrainOptions and chain_split are imported fro
     write_summary,
 )
 
-COMPACT_TEMPLATE = "<|im_start|>user\n{task}\nText: {text}\nImage: {image}<|im_end|>\n<|im_start|>assistant\n"
+# The post first and the task last: the label prompt and the chain prompt of a post then share
+# everything up to the task line, so a chain prompt is computed from the label pass's cached keys
+# and values instead of again from the start (and the task sits next to the answer it asks for).
+COMPACT_TEMPLATE = "<|im_start|>user\nText: {text}\nImage: {image}\n{task}<|im_end|>\n<|im_start|>assistant\n"
 COMPACT_TASKS = {
     "label_msc": "Sentiment of the post:",
     "label_masc": "Sentiment toward {aspect}:",
