@@ -86,3 +86,17 @@ def test_a_model_folder_without_a_shared_prefix_still_scores(tmp_path: Path):
     prepared = [preparer.prepare(post) for post in _posts()[2:]]
     nano.classify(preparer.collate(prepared, "classify"))
     assert len(nano.explain(preparer.collate(prepared, "explain", ["neutral", "neutral"]), 5)) == 2
+
+
+def test_kept_prefixes_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    from types import SimpleNamespace
+
+    from mulcot_batch.students import prompt_prefixes
+
+    monkeypatch.setattr(prompt_prefixes, "MAX_PREFIXES", 2)
+    layer = SimpleNamespace(keys=torch.zeros(3, 1, 4, 2), values=torch.zeros(3, 1, 4, 2))
+    batch = {"attention_mask": torch.ones(3, 4, dtype=torch.long), "prefix_lengths": [2, 2, 3], "prefix_keys": ["a", "b", "c"]}
+    kept = PromptPrefixes()
+    assert kept.wanted(batch)
+    kept.keep(batch, SimpleNamespace(layers=[layer, layer]))
+    assert list(kept._kept) == ["c"] and kept._kept["c"][0].shape == (2, 1, 3, 2)

@@ -10,8 +10,8 @@ the same; in bf16 a different batch can round a near-tie the other way, as any b
 
 Prefixes are keyed by a hash of their token ids and image (`prefix_key`), so posts of the same
 text and image under different aspects share one. They are dropped when the next chunk's label
-pass starts, and at most `MAX_PREFIXES` are kept (a chunk is 256 posts by default); a chain batch
-with a post whose prefix is not kept computes its prompts in full.
+pass starts, and all at once when `MAX_PREFIXES` are kept (a chunk is 256 posts by default); a chain
+batch with a post whose prefix is not kept computes its prompts in full.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers.cache_utils import Cache
 
 from .kv_cache import GROWTH, prefix_cache
 
-MAX_PREFIXES = 1024
+MAX_PREFIXES = 512  # ~0.4 GB of SmolLM2 prefixes in bf16
 
 
 def shared_prefix_length(label_prompt: list[int], chain_prompts: list[list[int]]) -> int:
@@ -65,14 +65,19 @@ class PromptPrefixes:
 
     def keep(self, batch: dict[str, Any], cache: Cache) -> None:
         """Remember each row's prefix from the label pass `cache` (left-padded rows)."""
-        keys = torch.stack([layer.keys for layer in cache.layers])  # (layers, rows, heads, columns, dim)
-        values = torch.stack([layer.values for layer in cache.layers])
         width = batch["attention_mask"].shape[1]
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         for row, (key, shared) in enumerate(zip(batch["prefix_keys"], batch["prefix_lengths"])):
-            if shared and key not in self._kept and len(self._kept) < MAX_PREFIXES:
-                start = width - lengths[row]
-                self._kept[key] = (keys[:, row, :, start : start + shared], values[:, row, :, start : start + shared])
+            if not shared or key in self._kept:
+                continue
+            if len(self._kept) >= MAX_PREFIXES:  # a chunk that asked for no chain left its prefixes here
+                self._kept.clear()
+            columns = slice(width - lengths[row], width - lengths[row] + shared)
+            # (layers, heads, prefix tokens, dim): a copy of the prefix alone, so the batch's cache is freed.
+            self._kept[key] = (
+                torch.stack([layer.keys[row, :, columns] for layer in cache.layers]),
+                torch.stack([layer.values[row, :, columns] for layer in cache.layers]),
+            )
 
     def resume(self, batch: dict[str, Any]) -> tuple[Cache, torch.Tensor, torch.Tensor] | None:
         """For a chain batch whose every prefix is kept: a cache holding them, the rest of each prompt
