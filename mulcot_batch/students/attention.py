@@ -1,13 +1,14 @@
 """Attention for the embedded student: torch's SDPA, except for decoding steps on CPU.
 
-In a decoding step each row has one query token (a few, when drafted tokens are verified) against
-its cached keys. torch's CPU flash kernel is slow for that shape when there is a padding mask (3.0
-ms per layer for 64 rows x 150 cached tokens of SmolLM2, bf16, one thread, against 1.0 ms for two
-batched matmuls and a softmax), and it is a third of a decoding step. Prompts (more than
-`MAX_EAGER_QUERIES` query tokens) still go through SDPA unchanged, so the label pass is exactly the
-stock computation. The decoding path is `transformers`' eager attention
-(scores in the model dtype, softmax in float32) with the query heads grouped onto their key/value
-heads instead of repeating keys and values.
+In a decoding step each row has one query token (a few, when drafted tokens are verified or a
+chain prompt resumes from a cached prefix) against its cached keys. torch's CPU flash kernel is
+slow for that shape when there is a padding mask (3.0 ms per layer for 64 rows x 150 cached tokens
+of SmolLM2, bf16, one thread, against 1.0 ms for two batched matmuls and a softmax), and it is a
+third of a decoding step. Prompts (no cached keys before them) and blocks of more than
+`MAX_EAGER_QUERIES` query tokens still go through SDPA unchanged, so the label pass is exactly the
+stock computation. The decoding path is `transformers`' eager attention (scores in the model
+dtype, softmax in float32) with the query heads grouped onto their key/value heads instead of
+repeating keys and values.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 import torch
 
 NAME = "mulcot_sdpa"
-# Speculative decoding verifies a few drafted tokens per step: still a decoding shape, not a prompt.
-MAX_EAGER_QUERIES = 16
+# Speculative decoding verifies a few drafted tokens per step, and a chain prompt resumed from the
+# label pass feeds its task line (~15-25 tokens) on cached keys: decoding shapes, not prompts.
+# (64 rows x 21 queries x 110 keys: 21 ms of attention for the 30 layers, against 131 ms in SDPA.)
+MAX_EAGER_QUERIES = 32
 
 
 def attention_forward(
@@ -36,8 +39,10 @@ def attention_forward(
 
     queries = query.shape[2]
     needs_stock = query.device.type != "cpu" or dropout or kwargs.get("position_bias") is not None or kwargs.get("softcap")
-    # Many query tokens with no mask means "causal": SDPA's own causal path is right for that.
-    if needs_stock or (queries > 1 and (attention_mask is None or queries > MAX_EAGER_QUERIES)):
+    # A prompt (no cached keys before its queries) goes through SDPA, as does any query block with no
+    # mask ("causal": SDPA's own causal path is right for that).
+    prompt = key.shape[2] <= queries
+    if needs_stock or (queries > 1 and (attention_mask is None or prompt or queries > MAX_EAGER_QUERIES)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
