@@ -85,13 +85,19 @@ def test_duplicates_mode_and_the_dedup_switch(nano: NanoStudent):
     assert off["half_repeated"]["computed"] == 6
 
 
-def test_image_cache_switch_encodes_each_image_once(nano: NanoStudent):
+def test_image_cache_switch_encodes_each_image_once(nano: NanoStudent, monkeypatch: pytest.MonkeyPatch):
+    from mulcot_batch.students.prompt_prefixes import PromptPrefixes
+
     opts = dict(TINY_RUN, posts=4, modes=("all",), baseline=False)
+    resumed = run_bench(BenchOptions(**opts, image_cache=False), student=nano)["runs"][0]
+    # Chain prompts computed in full (a model whose two prompts share no prefix) need the image again.
+    monkeypatch.setattr(PromptPrefixes, "resume", lambda self, batch: None)
     cached = run_bench(BenchOptions(**opts), student=nano)["runs"][0]
     uncached = run_bench(BenchOptions(**opts, image_cache=False), student=nano)["runs"][0]
-    assert cached["explained"] == uncached["explained"] == 4
+    assert cached["explained"] == uncached["explained"] == resumed["explained"] == 4
     images = cached["images_encoded"]
     assert images >= 1 and uncached["images_encoded"] == 2 * images  # label pass and chain pass each encode
+    assert resumed["images_encoded"] == images  # a chain prompt resumed from the label pass needs no image
 
 
 def test_input_without_images_single_post_and_big_batch(nano: NanoStudent, tmp_path: Path):
