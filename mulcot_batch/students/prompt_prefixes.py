@@ -95,7 +95,7 @@ class PromptPrefixes:
             return None  # image slots after the shared part: their embeddings are not in the ids
         layers, heads, _, dim = kept[0][0].shape  # (layers, heads, prefix tokens, dim) per post
         keys = kept[0][0].new_zeros((layers, len(kept), heads, longest_prefix + width + GROWTH, dim))
-        values = keys.clone()
+        values = torch.zeros_like(keys)
         prefix_mask = torch.zeros((len(kept), longest_prefix), dtype=attention.dtype, device=ids.device)
         for row, (k, v) in enumerate(kept):
             start = longest_prefix - k.shape[2]
