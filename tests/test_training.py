@@ -77,6 +77,9 @@ def test_distill_runs_saves_scorable_parts_and_resumes(labelled, tmp_path: Path)
     assert summary["data"]["extra texts used"] == 5  # 2 negative, 1 positive (a repeat), 2 neutral
     assert {p.name for p in (run / "best").iterdir()} >= {"nano.json", "projector.safetensors", "adapter"}
     assert (run / "heldout_chains.parquet").is_file() and (run / "checkpoint.pt").is_file()
+    heldout_images = pl.read_parquet(run / "heldout_chains.parquet")["image_path"].drop_nulls()
+    assert heldout_images.len() == 2
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in heldout_images)  # scorable from any folder
     adapter = load_file(run / "best" / "adapter" / "adapter_model.safetensors")
     assert {t.dtype for t in adapter.values()} == {torch.bfloat16}  # shipped at half the size of fp32
     result = run_cli("score", dev, "--out", tmp_path / "scored", "--model", run / "best", "--rationales", "all",

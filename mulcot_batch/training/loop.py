@@ -229,7 +229,7 @@ class Trainer:
                 if state.step % 20 == 0:
                     rate = seen / (time.perf_counter() - started)
                     self.log(f"epoch {state.epoch + 1} batch {state.batch_in_epoch}/{len(plan)} step {state.step} "
-                             f"loss {float(loss):.4f} {parts} ({rate:.2f} batches/s)")
+                             f"loss {loss.item():.4f} {parts} ({rate:.2f} batches/s)")
                 if state.step % cfg.checkpoint_every == 0:
                     self._save_checkpoint()
                 if cfg.max_steps and state.step >= cfg.max_steps:

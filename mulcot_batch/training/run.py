@@ -122,9 +122,17 @@ def _chain_examples(opts: TrainOptions, out: Path, counts: Counter) -> list[Exam
     all_chains = load_examples(Path(opts.chains), image_root(opts), "rationale", chain_counts, opts.chain_style)
     counts.update({f"chains {k}": v for k, v in chain_counts.items()})
     held = {e.post_id for e in all_chains if chain_split(e.post_id, opts.chain_holdout)}
-    source = pl.read_parquet(opts.chains)
-    source.filter(pl.col("post_id").is_in(list(held))).write_parquet(out / "heldout_chains.parquet")
+    heldout = pl.read_parquet(opts.chains).filter(pl.col("post_id").is_in(list(held)))
+    _with_absolute_images(heldout, image_root(opts) or Path(opts.chains).parent).write_parquet(out / "heldout_chains.parquet")
     return [e for e in all_chains if e.post_id not in held]
+
+
+def _with_absolute_images(frame: pl.DataFrame, root: Path) -> pl.DataFrame:
+    """Image paths resolved against ROOT, so the held-out file scores from anywhere without --image-root."""
+    if "image_path" not in frame.columns:
+        return frame
+    resolve = pl.col("image_path").map_elements(lambda value: str((root / value).resolve()) if value else value, return_dtype=pl.Utf8)
+    return frame.with_columns(resolve)
 
 
 def training_sequences(data: RunData, prompts: PromptSource, opts: TrainOptions) -> tuple[list[Sequence], list[Example]]:
