@@ -86,9 +86,11 @@ def load_student(
 ) -> Student:
     check_model(model, adapter, trust_remote_code)
     if model == "nano" or is_nano_folder(model):
-        from .nano import NANO_DIR, NanoStudent
+        from .nano import NANO_DIR, NanoConfig, NanoStudent
 
         folder = NANO_DIR if model == "nano" else Path(model)
+        if NanoConfig.load(folder).reads_image_text:
+            raise JobError(f"{folder} was trained on the OCR text of its images (a distill assistant); score cannot supply that text")
         return NanoStudent.load(folder, dtype=dtype, seed=seed).to(device)
     from .hf_vlm import HFVLMStudent
 

@@ -56,6 +56,9 @@ class NanoConfig:
     )
     no_image: str = "none"
     uses_images: bool = True  # False: trained without image tokens (an ablation), so it is never shown any
+    # True: trained with the OCR text of each image after the post text (an assistant for `distill`,
+    # which supplies that text from its cache; `score` cannot, see `image_text.py`).
+    reads_image_text: bool = False
     label_prefix: str = PREDICTION_PREFIX
     # Compact task wordings of a trained template ({aspect} filled in); None: the shared wording.
     # A reasoning wording with {label} makes chains explain the one-pass label (see `explains_label`).

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import weights
+from ..image_text import ImageTextCache, with_image_text
 from ..students.base import label_token_ids
 from ..students.nano import (
     NanoConfig,
@@ -101,7 +102,9 @@ def build_model(opts: TrainOptions) -> tuple[NanoModel, object, object | None]:
         tasks=COMPACT_TASKS,
         trained=True,
         uses_images=opts.use_images,
+        reads_image_text=opts.image_text,
         notes=f"trained by mulcot-batch ({kind}, images {'on' if opts.use_images else 'off'}, "
+        f"{'OCR text of the images, ' if opts.image_text else ''}"
         f"KD weight {opts.config.w_kd})",
     )
     model = NanoModel(config, load_encoder(), lm)
@@ -141,12 +144,17 @@ def _teacher_logits(opts: TrainOptions, examples: list[Example], out: Path, log)
 
     def compute() -> torch.Tensor:
         assistant = NanoStudent.load(Path(opts.assistant), dtype=torch.float32)
+        shown = examples
+        if assistant.model.config.reads_image_text:  # the assistant reads what the student is not given
+            read = ImageTextCache(out.parent / "image_text.json")
+            read.ensure([e.image for e in examples], log)
+            shown = with_image_text(examples, read)
         preparer = assistant.preparer()
         features = ImageFeatureCache(out.parent / "image_features.pt")
         features.ensure([e.image for e in examples] if opts.use_images else [], preparer.pixels, assistant.model.image_features)
-        seqs = build_sequences(examples, NanoPrompts(preparer, opts.use_images), 0, reasoning=False)
+        seqs = build_sequences(shown, NanoPrompts(preparer, opts.use_images), 0, reasoning=False)
         pad = assistant.tokenizer.pad_token_id
-        batches = LazyBatches(in_order(len(seqs), 32), lambda idx: collate(seqs, idx, examples, features.inputs, pad))
+        batches = LazyBatches(in_order(len(seqs), 32), lambda idx: collate(seqs, idx, shown, features.inputs, pad))
         logits, _ = predict(assistant.model, batches, assistant.label_ids, opts.config.bf16)
         return torch.from_numpy(logits)
 

@@ -16,6 +16,7 @@ import polars as pl
 import torch
 
 from ..errors import JobError
+from ..image_text import IMAGE_TEXT_MARK, ImageTextCache, with_image_text
 from .batches import PromptSource, Sequence, build_sequences
 from .data import Example, load_examples, load_text_examples
 from .loop import TrainConfig, TrainState
@@ -36,6 +37,7 @@ class TrainOptions:
     image_root: str | None = None  # default: each data file's folder
     chain_holdout: float = 0.2
     use_images: bool = True
+    image_text: bool = False  # nano: append each image's OCR text to its post (an assistant's extra input)
     lora_r: int = 0  # 0: fine-tune the whole LM
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -101,6 +103,11 @@ def load_run_data(opts: TrainOptions, log: Callable[[str], None]) -> RunData:
     extra = []
     if opts.extra_texts:
         extra = load_text_examples(opts.extra_texts, opts.extra_per_label, opts.extra_min_confidence, opts.config.seed, counts)
+    if opts.image_text:
+        read = ImageTextCache(out.parent / "image_text.json")
+        read.ensure([e.image for e in train + chains + dev], log)
+        train, chains, dev = (with_image_text(part, read) for part in (train, chains, dev))
+        counts["posts with text read in their image"] = sum(IMAGE_TEXT_MARK in e.text for e in train + chains)
     log(f"training data: {len(train)} labelled posts, {len(chains)} chains, {len(extra)} extra texts; "
         f"rules applied: {dict(counts)}")
     return RunData(out, train, chains, dev, counts, extra)
