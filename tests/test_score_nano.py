@@ -5,8 +5,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from PIL import Image
 
 from mulcot_batch.schema import LABELS
+from mulcot_batch.students import load_student
+from mulcot_batch.students.base import Post
 
 from .conftest import FAST, read_output, run_cli
 
@@ -155,3 +159,18 @@ def test_dataloader_workers_give_the_same_result(sample_copy: Path, tmp_path: Pa
     w0, w2 = read_output(tmp_path / "w0"), read_output(tmp_path / "w2")
     assert w0["post_id"].to_list() == w2["post_id"].to_list()
     assert np.allclose(w0["p_positive"].to_numpy(), w2["p_positive"].to_numpy(), atol=1e-6)
+
+
+def test_label_probabilities_are_not_rounded_to_bf16_steps(one_torch_thread):
+    """With bf16 weights the three label logits are still computed in fp32: in bf16 a logit near 10
+    moves in steps of 1/16, so every log-ratio of two probabilities fell on that grid and close calls
+    came out as exact ties (17 of 1,122 T15 dev posts), broken by label order."""
+    nano = load_student("nano", None, torch.bfloat16, torch.device("cpu"), None, 0)
+    red = Image.new("RGB", (40, 30), (200, 30, 30))
+    texts = [("Great game by Messi tonight", "Messi"), ("Rain again , the trains are late", None), ("Obama speaks in Chicago today", "Obama"), ("I hate mondays so much", "Monday")]
+    preparer = nano.preparer()
+    probs = nano.classify(preparer.collate([preparer.prepare(Post(t, a, red)) for t, a in texts], "classify")).astype(np.float64)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    log_ratios = np.log(probs[:, :2] / probs[:, 2:])
+    off_grid = np.abs(log_ratios * 64 - np.round(log_ratios * 64))
+    assert off_grid.max() > 1e-3, "label logits were rounded to bf16 steps"
