@@ -164,3 +164,36 @@ def test_a_student_trained_without_images_is_never_shown_one():
     assert blind.prepare(post).inputs["image"] is None
     assert blind.prepare(post).inputs["classify"] == seeing.prepare(Post("sunny day", "day", None)).inputs["classify"]
     assert seeing.prepare(post).inputs["image"] is not None
+
+
+class _LinearLM(torch.nn.Module):
+    """Hidden states from a linear map, then an output head: enough for `predict`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.head = torch.nn.Linear(8, 64), torch.nn.Linear(64, 50)
+        with torch.no_grad():
+            self.head.weight.mul_(40)  # logits of tens, where bf16 steps are coarse
+
+    def hidden_states(self, batch: dict) -> torch.Tensor:
+        return self.body(batch["x"])
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+
+def test_dev_and_assistant_logits_are_fp32_under_bf16_autocast():
+    """Model selection and KD targets read the label logits at the same precision as `score`:
+    bf16 would round them to steps of 1/8 near 20 and tie close calls."""
+    from mulcot_batch.training.loop import predict
+
+    model, label_ids = _LinearLM(), [3, 7, 11]
+    batch = {"x": torch.randn(6, 4, 8), "label_pos": torch.tensor([3, 2, 3, 1, 0, 3]), "gold": torch.zeros(6, dtype=torch.long)}
+    logits, _ = predict(model, [batch], label_ids, bf16=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model.hidden_states(batch)
+    picked = hidden[torch.arange(6), batch["label_pos"]].float()
+    expected = (picked @ model.head.weight[label_ids].T + model.head.bias[label_ids]).detach().numpy()
+    assert abs(expected).max() > 8
+    assert abs(logits - expected).max() < 1e-4

@@ -86,8 +86,9 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def label_logits_at(model, batch: dict[str, Any], hidden: torch.Tensor, label_ids: list[int]) -> torch.Tensor:
     """Logits of the three label tokens at each row's prediction position."""
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    picked = hidden[rows, batch["label_pos"]]
-    return model.get_output_embeddings()(picked)[:, label_ids].float()
+    head = model.get_output_embeddings()
+    picked = hidden[rows, batch["label_pos"]].to(head.weight.dtype)  # outside autocast: the weights' precision
+    return head(picked)[:, label_ids].float()
 
 
 class TaskLogits(nn.Module):
@@ -138,7 +139,8 @@ def predict(model, batches: Iterable[dict[str, Any]], label_ids: list[int], bf16
         inputs = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             hidden = model.hidden_states(inputs)
-            logits.append(label_logits_at(model, inputs, hidden, label_ids).cpu())
+        # the label logits at the weights' precision (fp32 on CPU), as `score` computes them: bf16 ties close calls
+        logits.append(label_logits_at(model, inputs, hidden, label_ids).cpu())
         gold.append(batch["gold"])
     return torch.cat(logits).numpy(), torch.cat(gold).numpy()
 
