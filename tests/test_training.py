@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from mulcot_batch.prompts import format_chain
 from mulcot_batch.training.data import load_examples, short_chain
-from mulcot_batch.training.loop import TrainConfig
+from mulcot_batch.training.loop import TrainConfig, predict
 from mulcot_batch.training.recipes import TrainOptions, train_nano
 
 from .conftest import read_output, run_cli
@@ -186,8 +186,6 @@ class _LinearLM(torch.nn.Module):
 def test_dev_and_assistant_logits_are_fp32_under_bf16_autocast():
     """Model selection and KD targets read the label logits at the same precision as `score`:
     bf16 would round them to steps of 1/8 near 20 and tie close calls."""
-    from mulcot_batch.training.loop import predict
-
     model, label_ids = _LinearLM(), [3, 7, 11]
     batch = {"x": torch.randn(6, 4, 8), "label_pos": torch.tensor([3, 2, 3, 1, 0, 3]), "gold": torch.zeros(6, dtype=torch.long)}
     logits, _ = predict(model, [batch], label_ids, bf16=True)

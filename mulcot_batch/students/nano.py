@@ -397,7 +397,7 @@ class NanoStudent(Student):
         bias = None if head.bias is None else head.bias[self.label_ids].float()
         label_logits = F.linear(last.float(), head.weight[self.label_ids].float(), bias)
         self.counters["classified"] += len(last)
-        return torch.softmax(label_logits.float(), dim=-1).cpu().numpy().astype(np.float32)
+        return torch.softmax(label_logits, dim=-1).cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
     def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
