@@ -19,13 +19,15 @@ import polars as pl
 
 from .console import say
 from .errors import JobError
-from .metrics import evaluate_chains, evaluate_labels
+from .metrics import evaluate_calibration, evaluate_chains, evaluate_labels
 from .prompts import extract_label
 from .schema import LABELS
 
 DEFAULT_REFERENCE_COL = "rationale"
 #: Internal column names after the join; the user's names only matter when reading.
 ID, PRED, CHAIN, STATUS, GOLD, REFERENCE = "__id", "__pred", "__chain", "__status", "__gold", "__reference"
+#: The scored output's probability columns, in `LABELS` order.
+PROBABILITIES = [f"p_{label}" for label in LABELS]
 
 
 @dataclass
@@ -82,7 +84,7 @@ def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
 
 
 def load_scored(path: Path, id_col: str) -> pl.DataFrame:
-    """Id, predicted label, chain (null when none) and status of every scored row."""
+    """Id, predicted label, chain (null when none), status and label probabilities of every scored row."""
     frame = read_parquet_input(path, "scored output")
     _require(frame, [id_col, "label"], "scored output", path)
     exprs = [
@@ -91,6 +93,7 @@ def load_scored(path: Path, id_col: str) -> pl.DataFrame:
         (pl.col("rationale").cast(pl.String) if "rationale" in frame.columns else pl.lit(None, pl.String)).alias(CHAIN),
         (pl.col("status") if "status" in frame.columns else pl.lit("ok")).alias(STATUS),
         (pl.col("model") if "model" in frame.columns else pl.lit(None, pl.String)).alias("model"),
+        *[(pl.col(p) if p in frame.columns else pl.lit(None)).cast(pl.Float64).alias(p) for p in PROBABILITIES],
     ]
     return _unique_ids(frame.select(exprs), "scored output", path)
 
@@ -147,10 +150,12 @@ def match_ids(scored: pl.DataFrame, gold: pl.DataFrame, allow_partial: bool) -> 
 
 
 def evaluate_frame(joined: pl.DataFrame, has_reference: bool, meteor: bool = True, cosine: bool = True) -> dict:
-    """Label metrics over every matched row; chain metrics when the scored rows carry chains."""
+    """Label metrics over every matched row, calibration over those with probabilities, chain
+    metrics when the scored rows carry chains."""
     report: dict[str, Any] = {
         "error_rows": int((joined[STATUS] == "error").sum()),
         "labels": evaluate_labels(joined[GOLD].to_list(), joined[PRED].to_list()),
+        "calibration": evaluate_calibration(joined[GOLD].to_list(), joined.select(PROBABILITIES).to_numpy()),
         "chains": None,
     }
     chains = joined[CHAIN].to_list()

@@ -30,6 +30,16 @@ def headline_table(report: dict) -> Table:
     table.add_row("accuracy", _num(labels.get("accuracy")))
     table.add_row("weighted-F1", _num(labels.get("weighted_f1")))
     table.add_row("macro-F1", _num(labels.get("macro_f1")))
+    calibration = report["calibration"]
+    if calibration.get("ece") is None:
+        table.add_row("calibration", "n/a (no row has p_* probabilities)")
+    else:
+        table.add_row(
+            "ECE / log loss / Brier",
+            f"{_num(calibration['ece'])} / {_num(calibration['log_loss'])} / {_num(calibration['brier'])}",
+        )
+        if calibration["without_probabilities"]:
+            table.add_row("rows without probabilities", f"{calibration['without_probabilities']:,}")
     return table
 
 
@@ -50,6 +60,18 @@ def confusion_table(labels: dict) -> Table:
         table.add_column(name, justify="right")
     for gold, counts in zip(matrix["rows_gold"], matrix["counts"]):
         table.add_row(gold, *(f"{c:,}" for c in counts))
+    return table
+
+
+def reliability_table(calibration: dict) -> Table:
+    """One row per populated confidence bin: a reliability diagram in text."""
+    table = Table(title="reliability: top label's probability vs how often it is right")
+    for name in ("confidence bin", "posts", "mean confidence", "accuracy"):
+        table.add_column(name, justify="left" if name == "confidence bin" else "right")
+    for row in calibration["bins"]:
+        if row["n"]:
+            bounds = f"{row['from']:.1f}-{row['to']:.1f}"
+            table.add_row(bounds, f"{row['n']:,}", _num(row["confidence"], 3), _num(row["accuracy"], 3))
     return table
 
 
@@ -75,6 +97,8 @@ def chains_table(chains: dict) -> Table:
 def report_tables(report: dict) -> Group:
     """Everything a person reads after `evaluate`; the JSON holds the same numbers."""
     parts = [headline_table(report), per_class_table(report["labels"]), confusion_table(report["labels"])]
+    if report["calibration"].get("ece") is not None:
+        parts.append(reliability_table(report["calibration"]))
     if report["chains"] is not None:
         parts.append(chains_table(report["chains"]))
     return Group(*parts)

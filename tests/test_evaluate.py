@@ -40,7 +40,13 @@ def gold_file(tmp_path: Path) -> Path:
     return path
 
 
-def scored_folder(root: Path, ids: list[str], labels: list[str | None], with_chains: bool = True) -> Path:
+def scored_folder(
+    root: Path,
+    ids: list[str],
+    labels: list[str | None],
+    with_chains: bool = True,
+    probabilities: dict[str, list[float | None]] | None = None,
+) -> Path:
     """A scoring output folder as `score` writes it (parts/), with the columns evaluate reads."""
     (root / "parts").mkdir(parents=True)
     chains = [format_chain(FIELDS, label) if with_chains and label else None for label in labels]
@@ -51,8 +57,9 @@ def scored_folder(root: Path, ids: list[str], labels: list[str | None], with_cha
             "rationale": chains,
             "status": ["ok" if label else "error" for label in labels],
             "model": ["tiny"] * len(ids),
+            **(probabilities or {}),
         },
-        schema_overrides={"label": pl.String, "rationale": pl.String},
+        schema_overrides={"label": pl.String, "rationale": pl.String, **{p: pl.Float32 for p in probabilities or {}}},
     ).write_parquet(root / "parts" / "part-00000-0000000.parquet")
     return root
 
@@ -72,6 +79,32 @@ def test_labels_and_chains_written_as_json_and_table(gold_file: Path, tmp_path: 
     assert chains["rouge_l_f1"] < 1.0 and chains["unavailable"]["cosine"] == "skipped on request"
     for text in ("accuracy", "macro-F1", "confusion matrix", "ROUGE-L F1", "METEOR"):
         assert text in result.stdout
+
+
+def test_probabilities_are_checked_for_calibration(gold_file: Path, tmp_path: Path):
+    # gold: positive, neutral, negative, neutral; the last row is an error row without probabilities
+    probabilities = {
+        "p_positive": [0.9, 0.2, 0.5, None],
+        "p_neutral": [0.1, 0.7, 0.3, None],
+        "p_negative": [0.0, 0.1, 0.2, None],
+    }
+    labels = ["positive", "neutral", "positive", None]
+    scored = scored_folder(tmp_path / "scored", ["a", "b", "c", "d"], labels, probabilities=probabilities)
+    result = run_cli("evaluate", scored, "--gold", gold_file, "--json", tmp_path / "report.json", "--no-cosine")
+    assert result.exit_code == 0, result.output
+    calibration = json.loads((tmp_path / "report.json").read_text())["calibration"]
+    assert calibration["n"] == 3 and calibration["without_probabilities"] == 1
+    assert calibration["ece"] == pytest.approx(0.3) and calibration["brier"] == pytest.approx(0.38)
+    assert "ECE / log loss / Brier" in result.stdout and "0.3000 /" in result.stdout
+    assert "rows without probabilities" in result.stdout and "0.8-0.9" in result.stdout
+
+
+def test_an_output_without_probabilities_says_calibration_is_not_available(gold_file: Path, tmp_path: Path):
+    scored = scored_folder(tmp_path / "scored", ["a", "b", "c", "d"], ["positive", "neutral", "negative", "neutral"])
+    result = run_cli("evaluate", scored, "--gold", gold_file, "--json", tmp_path / "report.json", "--no-cosine")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "report.json").read_text())["calibration"] == {"n": 0, "without_probabilities": 4}
+    assert "n/a (no row has p_* probabilities)" in result.stdout
 
 
 def test_ids_that_do_not_match_fail_with_both_counts(gold_file: Path, tmp_path: Path):

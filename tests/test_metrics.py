@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from mulcot_batch.metrics import evaluate_chains, evaluate_labels
+import numpy as np
+
+from mulcot_batch.metrics import evaluate_calibration, evaluate_chains, evaluate_labels
 from mulcot_batch.metrics.chains import bleu_scores, distinct_n, is_complete, meteor_scores, rouge_l_scores
 from mulcot_batch.metrics.embeddings import load_encoder, pairwise_cosine
 from mulcot_batch.metrics.wordnet import LEXNAMES, load_wordnet
@@ -40,6 +42,34 @@ def test_label_metrics_normalise_case_and_refuse_unknown_gold():
     assert evaluate_labels([" Positive"], ["POSITIVE"])["accuracy"] == 1.0
     with pytest.raises(ValueError, match="mixed"):
         evaluate_labels(["mixed"], ["positive"])
+
+
+def test_calibration_worked_example():
+    gold = ["positive", "neutral", "negative", "neutral"]
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [np.nan] * 3], dtype=np.float32)
+    result = evaluate_calibration(gold, probs)
+    assert result["n"] == 3 and result["without_probabilities"] == 1  # the error row is left out, counted
+    # top-label confidences 0.9 (right), 0.7 (right), 0.5 (wrong), one per bin: (0.1 + 0.3 + 0.5) / 3
+    assert result["ece"] == pytest.approx(0.3)
+    assert result["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.7) + np.log(0.2)) / 3)
+    # sum over labels of squared error: 0.02, 0.14, 0.98
+    assert result["brier"] == pytest.approx((0.02 + 0.14 + 0.98) / 3)
+    assert result["mean_confidence"] == pytest.approx(0.7) and result["accuracy"] == pytest.approx(2 / 3)
+    populated = [(b["from"], b["to"], b["n"], b["accuracy"]) for b in result["bins"] if b["n"]]
+    assert populated == [(0.4, 0.5, 1, 0.0), (0.6, 0.7, 1, 1.0), (0.8, 0.9, 1, 1.0)]
+
+
+def test_calibration_tells_an_overconfident_model_from_an_honest_one():
+    gold = ["positive"] * 4 + ["negative"]  # 80% of the posts are positive
+    honest = np.array([[0.8, 0.1, 0.1]] * 5)  # says 0.8 and is right 4 times in 5
+    overconfident = np.array([[0.99, 0.005, 0.005]] * 5)
+    assert evaluate_calibration(gold, honest)["ece"] == pytest.approx(0.0, abs=1e-9)
+    assert evaluate_calibration(gold, overconfident)["ece"] == pytest.approx(0.19)
+    assert evaluate_calibration(gold, overconfident)["log_loss"] > evaluate_calibration(gold, honest)["log_loss"]
+
+
+def test_calibration_without_any_probability():
+    assert evaluate_calibration(["positive"], np.array([[np.nan] * 3])) == {"n": 0, "without_probabilities": 1}
 
 
 def test_bleu_worked_example():

@@ -1,0 +1,83 @@
+"""Calibration of the label probabilities: does a p_* of 0.8 come true four times in five?
+
+Analysts filter on `confidence` and sum probabilities into expected counts per label, so a model
+whose argmax is right but whose 0.9 means 0.7 still misleads them. Three numbers answer it:
+the expected calibration error (ECE; the top label's confidence against how often it is right,
+in equal-width bins, as Guo et al. 2017), the log loss and the multi-class Brier score (both from
+scikit-learn). The bins are reported too, so a reliability diagram can be drawn from the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import brier_score_loss, log_loss
+
+from ..schema import LABELS
+from .labels import normalise_label
+
+#: Equal-width confidence bins; 10 keeps each bin populated on a dev split of about a thousand posts.
+ECE_BINS = 10
+
+
+def usable_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Rows whose three probabilities are all present, finite, non-negative and not all zero."""
+    finite = np.isfinite(probs).all(axis=1)
+    safe = np.where(finite[:, None], probs, 0.0)
+    return finite & (safe >= 0).all(axis=1) & (safe.sum(axis=1) > 0)
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per confidence bin (lower edge excluded, upper included): posts, mean confidence, accuracy."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        count = int(inside.sum())
+        table.append(
+            {
+                "from": round(float(low), 6),
+                "to": round(float(high), 6),
+                "n": count,
+                "confidence": float(confidence[inside].mean()) if count else None,
+                "accuracy": float(correct[inside].mean()) if count else None,
+            }
+        )
+    return table
+
+
+def expected_calibration_error(bins: list[dict]) -> float:
+    """Sum over bins of (share of posts) x |accuracy - mean confidence|."""
+    total = sum(b["n"] for b in bins)
+    return float(sum(b["n"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["n"]))
+
+
+def evaluate_calibration(gold: Sequence[str], probs: np.ndarray) -> dict:
+    """ECE, log loss, Brier score and reliability bins over the rows that carry probabilities.
+
+    `probs` holds one row per gold label, columns in `LABELS` order; a row with a missing or
+    invalid probability (an error row) is left out and counted. Each row is renormalised to sum
+    to one first: the output stores float32, whose rounding alone would make scikit-learn warn.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(gold), len(LABELS))
+    usable = usable_probabilities(probs)
+    result: dict = {"n": int(usable.sum()), "without_probabilities": int((~usable).sum())}
+    if not usable.any():
+        return result
+    kept = probs[usable] / probs[usable].sum(axis=1, keepdims=True)
+    truth = np.array([LABELS.index(normalise_label(g)) for g, ok in zip(gold, usable) if ok])
+    confidence = kept.max(axis=1)
+    bins = reliability_bins(confidence, kept.argmax(axis=1) == truth)
+    classes = list(range(len(LABELS)))
+    result.update(
+        {
+            "ece": expected_calibration_error(bins),
+            "log_loss": float(log_loss(truth, kept, labels=classes)),
+            "brier": float(brier_score_loss(truth, kept, labels=classes)),
+            "mean_confidence": float(confidence.mean()),
+            "accuracy": float((kept.argmax(axis=1) == truth).mean()),
+            "bins": bins,
+        }
+    )
+    return result
