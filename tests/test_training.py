@@ -195,3 +195,53 @@ def test_dev_and_assistant_logits_are_fp32_under_bf16_autocast():
     expected = (picked @ model.head.weight[label_ids].T + model.head.bias[label_ids]).detach().numpy()
     assert abs(expected).max() > 8
     assert abs(logits - expected).max() < 1e-4
+
+
+def _label_sequence(token: int, example: int) -> "Sequence":
+    from mulcot_batch.training.batches import IGNORE, Sequence
+
+    return Sequence(ids=[0, 0], image_mask=[False, False], targets=[IGNORE, token], label_pos=0, example=example, task="label")
+
+
+def test_label_balance_weights_each_label_by_its_share():
+    from mulcot_batch.training.loop import label_token_weights
+
+    sequences = [_label_sequence(3, i) for i in range(3)] + [_label_sequence(11, 3)]  # 75% positive, 25% negative
+    assert label_token_weights(sequences, [3, 7, 11], 0.0) == {}
+    balanced = label_token_weights(sequences, [3, 7, 11], 1.0)
+    # shares 0.75 / 0.25 -> 1/share = 4/3 and 4, scaled to an average of 1 over the posts -> 2/3 and 2
+    assert balanced == {3: pytest.approx(2 / 3), 11: pytest.approx(2.0)}
+    assert 0.75 * balanced[3] == pytest.approx(0.25 * balanced[11])  # each label carries the same total weight
+    half = label_token_weights(sequences, [3, 7, 11], 0.5)
+    assert 1.0 < half[11] / half[3] < balanced[11] / balanced[3]
+
+
+class _LabelBias(torch.nn.Module):
+    """One learned logit per vocabulary token, the same for every post: what a model learns from
+    posts it cannot tell apart, so the label's prior is all there is to learn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(50))
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, None]:
+        rows = int((batch["targets"][:, 1:] != -100).sum())
+        return self.logits.expand(rows, -1), None
+
+
+@pytest.mark.parametrize("balance, negative_share", [(0.0, 0.25), (1.0, 0.5)])
+def test_label_balance_lifts_the_rare_label_on_close_calls(balance: float, negative_share: float):
+    from mulcot_batch.training.loop import batch_loss, label_token_weights
+
+    sequences = [_label_sequence(3, i) for i in range(3)] + [_label_sequence(11, 3)]
+    batch = {"targets": torch.tensor([s.targets for s in sequences]), "task": "label"}
+    weights = label_token_weights(sequences, [3, 7, 11], balance)
+    model = _LabelBias()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(300):
+        loss, _ = batch_loss(model, batch, TrainConfig(label_balance=balance), weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    p = torch.softmax(model.logits.detach()[[3, 11]], dim=0)
+    assert p[1].item() == pytest.approx(negative_share, abs=0.01)

@@ -1,6 +1,7 @@
 """The multi-task training loop shared by `train-assistant` and `distill`, for every model family.
 
 loss = w_label * CE(label token) + w_reason * CE(chain tokens) + w_kd * T^2 * KL(assistant || student)
+(the label CE optionally weighted per label, `label_balance`)
 where the KD term compares temperature-softened distributions over the three label tokens at the
 prediction position (the assistant's logits are precomputed once: on CPU that halves the cost).
 A dev evaluation after every epoch keeps the best checkpoint; a checkpoint every N steps and at
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -44,6 +46,7 @@ class TrainConfig:
     w_reason: float = 0.5
     w_kd: float = 0.0
     kd_temperature: float = 2.0
+    label_balance: float = 0.0  # label CE weight (label's share of the label-task posts) ** -balance; 1: balanced
     checkpoint_every: int = 200
     seed: int = 0
     bf16: bool = True
@@ -110,10 +113,33 @@ class TaskLogits(nn.Module):
         return token_logits, label_logits
 
 
-def batch_loss(module: nn.Module, batch: dict[str, Any], cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+def label_token_weights(sequences: list[Sequence], label_ids: list[int], balance: float) -> dict[int, float]:
+    """Label token -> its CE weight, share ** -balance, scaled so the average over the posts stays 1.
+
+    Why: macro-F1 counts the rare class (negative, 12% of T15) as much as the majority (neutral,
+    59%), while a plain CE lets the majority win every close call. balance 0 (no weights) keeps
+    the plain loss; 1 gives each label the same total weight.
+    """
+    if balance <= 0:
+        return {}
+    counts = Counter(s.targets[s.label_pos + 1] for s in sequences if s.task == "label")
+    total = sum(counts[t] for t in label_ids)
+    shares = {t: counts[t] / total for t in label_ids if counts[t]}
+    raw = {t: share**-balance for t, share in shares.items()}
+    mean = sum(shares[t] * raw[t] for t in raw)
+    return {t: raw[t] / mean for t in raw}
+
+
+def batch_loss(
+    module: nn.Module, batch: dict[str, Any], cfg: TrainConfig, token_weights: dict[int, float] | None = None
+) -> tuple[torch.Tensor, dict]:
     token_logits, label_logits = module(batch)
     targets = batch["targets"][:, 1:]
-    ce = F.cross_entropy(token_logits, targets[targets != IGNORE])
+    weight = None
+    if token_weights and batch["task"] == "label":
+        weight = torch.ones(token_logits.shape[-1], device=token_logits.device)
+        weight[list(token_weights)] = torch.tensor(list(token_weights.values()), device=token_logits.device)
+    ce = F.cross_entropy(token_logits, targets[targets != IGNORE], weight=weight)
     parts = {"ce_" + batch["task"]: round(ce.item(), 4)}
     if batch["task"] == "reason":
         return cfg.w_reason * ce, parts
@@ -192,6 +218,10 @@ class Trainer:
         schedule = lambda s: min(1.0, (s + 1) / warm) * max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
         self.module, self.optimizer = accelerator.prepare(TaskLogits(model, label_ids), optimizer)
+        self.token_weights = label_token_weights(sequences, label_ids, cfg.label_balance)
+        if self.token_weights:
+            named = dict(zip(label_ids, LABELS))
+            self.log("label loss weights: " + ", ".join(f"{named[t]} {w:.2f}" for t, w in self.token_weights.items()))
         self.state = TrainState()
         self.checkpoint = work_dir / "checkpoint.pt"
 
@@ -222,7 +252,7 @@ class Trainer:
             stepping = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(plan)
             with nullcontext() if stepping else acc.no_sync(self.module):
                 with acc.autocast():
-                    loss, parts = batch_loss(self.module, batch, cfg)
+                    loss, parts = batch_loss(self.module, batch, cfg, self.token_weights)
                 acc.backward(loss / cfg.grad_accum)
             seen += 1
             state.batch_in_epoch = index + 1
