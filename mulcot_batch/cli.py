@@ -229,7 +229,7 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
         click.option("--w-reason", type=float, default=w_reason, show_default=True, help="Weight of the chain loss."),
         click.option("--w-kd", type=float, default=w_kd, show_default=True, help="Weight of the KL loss to the assistant."),
         click.option("--kd-temperature", type=float, default=2.0, show_default=True),
-        click.option("--label-balance", type=float, default=0.0, show_default=True,
+        click.option("--label-balance", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
                      help="Weight each label's loss by its share of the posts to the power -B (0: plain, 1: balanced)."),
         click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimizer steps between checkpoints."),
         click.option("--seed", type=int, default=0, show_default=True),

@@ -68,8 +68,10 @@ def test_calibration_tells_an_overconfident_model_from_an_honest_one():
     assert evaluate_calibration(gold, overconfident)["log_loss"] > evaluate_calibration(gold, honest)["log_loss"]
 
 
-def test_calibration_without_any_probability():
+def test_calibration_without_any_probability_or_with_an_unknown_gold_label():
     assert evaluate_calibration(["positive"], np.array([[np.nan] * 3])) == {"n": 0, "without_probabilities": 1}
+    with pytest.raises(ValueError, match="mixed"):
+        evaluate_calibration(["mixed"], np.array([[0.5, 0.3, 0.2]]))
 
 
 def test_bleu_worked_example():

@@ -60,13 +60,16 @@ def evaluate_calibration(gold: Sequence[str], probs: np.ndarray) -> dict:
     invalid probability (an error row) is left out and counted. Each row is renormalised to sum
     to one first: the output stores float32, whose rounding alone would make scikit-learn warn.
     """
+    names = [normalise_label(g) for g in gold]
+    if None in names:
+        raise ValueError(f"gold labels must be one of {', '.join(LABELS)}; found {gold[names.index(None)]!r}")
     probs = np.asarray(probs, dtype=np.float64).reshape(len(gold), len(LABELS))
     usable = usable_probabilities(probs)
     result: dict = {"n": int(usable.sum()), "without_probabilities": int((~usable).sum())}
     if not usable.any():
         return result
     kept = probs[usable] / probs[usable].sum(axis=1, keepdims=True)
-    truth = np.array([LABELS.index(normalise_label(g)) for g, ok in zip(gold, usable) if ok])
+    truth = np.array([LABELS.index(name) for name, ok in zip(names, usable) if ok])
     confidence = kept.max(axis=1)
     bins = reliability_bins(confidence, kept.argmax(axis=1) == truth)
     classes = list(range(len(LABELS)))
