@@ -231,11 +231,11 @@ class _LabelBias(torch.nn.Module):
 
 @pytest.mark.parametrize("balance, negative_share", [(0.0, 0.25), (1.0, 0.5)])
 def test_label_balance_lifts_the_rare_label_on_close_calls(balance: float, negative_share: float):
-    from mulcot_batch.training.loop import batch_loss, label_token_weights
+    from mulcot_batch.training.loop import batch_loss, label_token_weights, vocab_weight
 
     sequences = [_label_sequence(3, i) for i in range(3)] + [_label_sequence(11, 3)]
     batch = {"targets": torch.tensor([s.targets for s in sequences]), "task": "label"}
-    weights = label_token_weights(sequences, [3, 7, 11], balance)
+    weights = vocab_weight(label_token_weights(sequences, [3, 7, 11], balance), 50)
     model = _LabelBias()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     for _ in range(300):

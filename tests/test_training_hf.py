@@ -84,8 +84,10 @@ def test_distill_learns_from_the_assistant_logits(assistant: Path, data, tiny_qw
     out = tmp_path / "student"
     result = run_cli("distill", "--model", tiny_qwen_folder, "--assistant", assistant / "best" / "adapter",
                      "--train", train, "--dev", dev, "--chains", chains, "--out", out, "--lora-r", "4",
-                     "--lora-alpha", "8", "--max-chain-tokens", "32", "--token-budget", "8192", "--fp32", "--w-kd", "1")
+                     "--lora-alpha", "8", "--max-chain-tokens", "32", "--token-budget", "8192", "--fp32", "--w-kd", "1",
+                     "--label-balance", "1")
     assert result.exit_code == 0, result.output
+    assert "label loss weights: positive" in result.output  # the balanced label CE ran in a real training loop
     cached = torch.load(out / "teacher_logits.pt", weights_only=True)
     assert cached["logits"].shape == (len(cached["ids"]), 3) and torch.isfinite(cached["logits"]).all()
     assert (out / "best" / "adapter" / "adapter_model.safetensors").is_file()

@@ -130,15 +130,25 @@ def label_token_weights(sequences: list[Sequence], label_ids: list[int], balance
     return {t: raw[t] / mean for t in raw}
 
 
+def vocab_weight(token_weights: dict[int, float], vocab_size: int) -> torch.Tensor | None:
+    """The CE class weights over the whole vocabulary (1 but for the label tokens); None when unweighted.
+
+    Built once per run: the label CE is a cross-entropy over the vocabulary, so its weight is too.
+    """
+    if not token_weights:
+        return None
+    weight = torch.ones(vocab_size)
+    weight[list(token_weights)] = torch.tensor(list(token_weights.values()))
+    return weight
+
+
 def batch_loss(
-    module: nn.Module, batch: dict[str, Any], cfg: TrainConfig, token_weights: dict[int, float] | None = None
+    module: nn.Module, batch: dict[str, Any], cfg: TrainConfig, label_weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict]:
+    """The batch's loss and its parts; `label_weight` (see `vocab_weight`) weights the label-task CE."""
     token_logits, label_logits = module(batch)
     targets = batch["targets"][:, 1:]
-    weight = None
-    if token_weights and batch["task"] == "label":
-        weight = torch.ones(token_logits.shape[-1], device=token_logits.device)
-        weight[list(token_weights)] = torch.tensor(list(token_weights.values()), device=token_logits.device)
+    weight = label_weight if batch["task"] == "label" else None
     ce = F.cross_entropy(token_logits, targets[targets != IGNORE], weight=weight)
     parts = {"ce_" + batch["task"]: round(ce.item(), 4)}
     if batch["task"] == "reason":
@@ -218,10 +228,12 @@ class Trainer:
         schedule = lambda s: min(1.0, (s + 1) / warm) * max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
         self.module, self.optimizer = accelerator.prepare(TaskLogits(model, label_ids), optimizer)
-        self.token_weights = label_token_weights(sequences, label_ids, cfg.label_balance)
-        if self.token_weights:
+        token_weights = label_token_weights(sequences, label_ids, cfg.label_balance)
+        self.label_weight = vocab_weight(token_weights, model.get_output_embeddings().weight.shape[0])
+        if self.label_weight is not None:
+            self.label_weight = self.label_weight.to(accelerator.device)
             named = dict(zip(label_ids, LABELS))
-            self.log("label loss weights: " + ", ".join(f"{named[t]} {w:.2f}" for t, w in self.token_weights.items()))
+            self.log("label loss weights: " + ", ".join(f"{named[t]} {w:.2f}" for t, w in token_weights.items()))
         self.state = TrainState()
         self.checkpoint = work_dir / "checkpoint.pt"
 
@@ -252,7 +264,7 @@ class Trainer:
             stepping = (index + 1) % cfg.grad_accum == 0 or index + 1 == len(plan)
             with nullcontext() if stepping else acc.no_sync(self.module):
                 with acc.autocast():
-                    loss, parts = batch_loss(self.module, batch, cfg, self.token_weights)
+                    loss, parts = batch_loss(self.module, batch, cfg, self.label_weight)
                 acc.backward(loss / cfg.grad_accum)
             seen += 1
             state.batch_in_epoch = index + 1
