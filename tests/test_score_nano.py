@@ -174,3 +174,24 @@ def test_label_probabilities_are_not_rounded_to_bf16_steps(one_torch_thread):
     log_ratios = np.log(probs[:, :2] / probs[:, 2:])
     off_grid = np.abs(log_ratios * 64 - np.round(log_ratios * 64))
     assert off_grid.max() > 1e-3, "label logits were rounded to bf16 steps"
+
+
+def test_loading_nano_prints_no_library_chatter(capfd):
+    """Every `score` run used to open with transformers' "Loading weights" bar and a FutureWarning that
+    peft triggers; neither is the user's to act on. transformers' own bars come back afterwards."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()  # a --quiet job earlier in this process turns them off
+    hf_logging.enable_progress_bar()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_student("nano", None, torch.float32, torch.device("cpu"), None, 0)
+        assert not [str(w.message) for w in caught if "gradient_checkpointing" in str(w.message)]
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        if not bars_were_on:
+            hf_logging.disable_progress_bar()

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..prompts import PREDICTION_PREFIX, task_instruction
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
+from .loading import quiet_loading
 
 #: Keys of the processor output that run along the token sequence and are padded with the ids.
 _TOKEN_KEYS = ("input_ids", "mm_token_type_ids", "token_type_ids")
@@ -253,7 +254,8 @@ class HFVLMStudent(Student):
             # Merged: inference only, and a plain model keeps `generate` and `logits_to_keep` as they are.
             if not (Path(adapter) / "adapter_model.safetensors").is_file():
                 raise ValueError(f"adapter folder {adapter} holds no adapter_model.safetensors (pickle weights are refused)")
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            with quiet_loading():
+                model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
             name = f"{name}+{Path(adapter).name}"
             weights += f" with the LoRA adapter from {adapter} merged in"
         weights += f", in {str(torch_dtype).removeprefix('torch.')}."

@@ -29,6 +29,7 @@ from .attention import install as install_fast_attention
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 from .decoding import cache_keyword, greedy_decode, stop_token_ids
 from .drafting import NgramDrafter
+from .loading import quiet_loading
 from .image_cache import ImageFeatureCache, pixel_key
 from .prompt_prefixes import PromptPrefixes, prefix_key, shared_prefix_length
 
@@ -313,7 +314,8 @@ class NanoStudent(Student):
         config = NanoConfig.load(folder) if (folder / "nano.json").is_file() else NanoConfig()
         lm_dir = weights.smollm2_folder()
         tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-        lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+        with quiet_loading():
+            lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
         full_lm = folder / "lm.safetensors"  # an assistant: the whole LM fine-tuned
         if full_lm.is_file():
             lm.load_state_dict(load_file(full_lm), strict=False)
@@ -322,7 +324,8 @@ class NanoStudent(Student):
         if (adapter_dir / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            lm = PeftModel.from_pretrained(lm, adapter_dir).merge_and_unload()
+            with quiet_loading():
+                lm = PeftModel.from_pretrained(lm, adapter_dir).merge_and_unload()
         torch.manual_seed(seed)
         model = NanoModel(config, load_encoder(), lm)
         projector_file = folder / "projector.safetensors"

@@ -27,6 +27,7 @@ from ..images import load_image
 from ..students import check_model, is_nano_folder
 from ..students.base import Post
 from ..students.hf_vlm import HFVLMPreparer, HFVLMStudent
+from ..students.loading import quiet_loading
 from .batches import LazyBatches, Prompt, build_sequences, collate, in_order
 from .data import Example
 from .loop import Trainer, training_accelerator
@@ -149,7 +150,8 @@ def build_hf_model(opts: TrainOptions) -> tuple[HFVLMStudent, Any]:
 
         lora = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                           target_modules=LANGUAGE_LORA_TARGETS)
-        return student, get_peft_model(vlm, lora)  # LoRA layers injected into `vlm` in place
+        with quiet_loading():
+            return student, get_peft_model(vlm, lora)  # LoRA layers injected into `vlm` in place
     for name, param in vlm.named_parameters():
         param.requires_grad_("visual" not in name)
     return student, None

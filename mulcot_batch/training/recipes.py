@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from .. import weights
 from ..image_text import ImageTextCache, with_image_text
 from ..students.base import label_token_ids
+from ..students.loading import quiet_loading
 from ..students.nano import (
     NanoConfig,
     NanoModel,
@@ -95,7 +96,8 @@ def build_model(opts: TrainOptions) -> tuple[NanoModel, object, object | None]:
 
     lm_dir = weights.smollm2_folder()
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    with quiet_loading():
+        lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
     kind = f"LoRA r={opts.lora_r}" if opts.lora_r else "full fine-tune"
     config = NanoConfig(
         template=COMPACT_TEMPLATE,
@@ -113,7 +115,8 @@ def build_model(opts: TrainOptions) -> tuple[NanoModel, object, object | None]:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout, target_modules=LORA_TARGETS)
-        peft_model = get_peft_model(lm, lora)  # injects LoRA layers into `lm` in place, freezes the rest
+        with quiet_loading():
+            peft_model = get_peft_model(lm, lora)  # injects LoRA layers into `lm` in place, freezes the rest
     model.encoder.requires_grad_(False)
     model.projector.requires_grad_(True)
     return model, tokenizer, peft_model
