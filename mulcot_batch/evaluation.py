@@ -67,10 +67,13 @@ def read_parquet_input(path: Path, what: str) -> pl.DataFrame:
         raise JobError(f"{what} is not readable Parquet: {path} ({exc})") from None
 
 
-def _require(frame: pl.DataFrame, columns: list[str], what: str, path: Path) -> None:
+def _require(frame: pl.DataFrame, columns: list[str], what: str, path: Path, options: str = "") -> None:
+    """A missing column stops the job, naming the columns the file has so the user can pick one."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise JobError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)}")
+        shown = ", ".join(frame.columns[:12]) + (", ..." if len(frame.columns) > 12 else "")
+        hint = f"; name the right one with {options}" if options else ""
+        raise JobError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)} (it has: {shown}){hint}")
 
 
 def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
@@ -107,7 +110,8 @@ def _normalised(labels: pl.Expr) -> pl.Expr:
 def load_gold(path: Path, id_col: str, label_col: str, reference_col: str | None) -> tuple[pl.DataFrame, str | None]:
     """Id, gold label and reference chain; every gold label must be one of the three."""
     frame = read_parquet_input(path, "gold file")
-    _require(frame, [id_col, label_col] + ([reference_col] if reference_col else []), "gold file", path)
+    _require(frame, [id_col, label_col] + ([reference_col] if reference_col else []), "gold file", path,
+             "--label-col, --id-col or --reference-col")
     if reference_col is None and DEFAULT_REFERENCE_COL in frame.columns:
         reference_col = DEFAULT_REFERENCE_COL
     gold = frame.select(

@@ -130,7 +130,7 @@ def test_allow_partial_evaluates_the_ids_in_both(gold_file: Path, tmp_path: Path
     "gold_frame, args, message",
     [
         ({"post_id": ["a"], "label": ["mixed"]}, [], "1 rows have a 'label' value that is not positive/neutral/negative"),
-        ({"post_id": ["a"], "sentiment": ["positive"]}, [], "has no column 'label'"),
+        ({"post_id": ["a"], "sentiment": ["positive"]}, [], "has no column 'label' (it has: post_id, sentiment); name the right one with --label-col"),
         ({"post_id": ["a", "a"], "label": ["positive"] * 2}, [], "1 repeated ids"),
         ({"post_id": ["a"], "label": ["positive"]}, ["--reference-col", "chain"], "has no column 'chain'"),
         ({"post_id": ["a"], "label": ["positive"]}, ["--model", "nano"], "--model applies only with --score-first"),
