@@ -1,5 +1,7 @@
 """Errors that stop a job; the CLI prints them as one line and exits with `exit_code`."""
 
+from collections.abc import Sequence
+
 
 class JobError(Exception):
     """A bad job: wrong input, wrong options, unknown model, foreign output folder."""
@@ -23,3 +25,10 @@ class Interrupted(JobError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def missing_column(what: str, name: str, present: Sequence[str], option: str) -> JobError:
+    """A missing column names the columns the file has and the option that picks another, so the
+    user can fix the command from the message alone."""
+    shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
+    return JobError(f"{what} has no column {name!r} (it has: {shown}); name the right one with {option}")

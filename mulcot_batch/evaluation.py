@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from .console import say
-from .errors import JobError
+from .errors import JobError, missing_column
 from .metrics import evaluate_calibration, evaluate_chains, evaluate_labels
 from .prompts import extract_label
 from .schema import LABELS
@@ -67,13 +67,11 @@ def read_parquet_input(path: Path, what: str) -> pl.DataFrame:
         raise JobError(f"{what} is not readable Parquet: {path} ({exc})") from None
 
 
-def _require(frame: pl.DataFrame, columns: list[str], what: str, path: Path, options: str = "") -> None:
-    """A missing column stops the job, naming the columns the file has so the user can pick one."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        shown = ", ".join(frame.columns[:12]) + (", ..." if len(frame.columns) > 12 else "")
-        hint = f"; name the right one with {options}" if options else ""
-        raise JobError(f"{what} {path} has no column {', '.join(repr(c) for c in missing)} (it has: {shown}){hint}")
+def _require(frame: pl.DataFrame, columns: dict[str, str], what: str, path: Path) -> None:
+    """`columns`: each required column and the option that names it."""
+    for name, option in columns.items():
+        if name not in frame.columns:
+            raise missing_column(f"{what} {path}", name, frame.columns, option)
 
 
 def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
@@ -89,7 +87,7 @@ def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
 def load_scored(path: Path, id_col: str) -> pl.DataFrame:
     """Id, predicted label, chain (null when none), status and label probabilities of every scored row."""
     frame = read_parquet_input(path, "scored output")
-    _require(frame, [id_col, "label"], "scored output", path)
+    _require(frame, {id_col: "--id-col", "label": "SCORED (an output of `mulcot-batch score`)"}, "scored output", path)
     exprs = [
         pl.col(id_col).cast(pl.String).alias(ID),
         pl.col("label").cast(pl.String).alias(PRED),
@@ -110,8 +108,8 @@ def _normalised(labels: pl.Expr) -> pl.Expr:
 def load_gold(path: Path, id_col: str, label_col: str, reference_col: str | None) -> tuple[pl.DataFrame, str | None]:
     """Id, gold label and reference chain; every gold label must be one of the three."""
     frame = read_parquet_input(path, "gold file")
-    _require(frame, [id_col, label_col] + ([reference_col] if reference_col else []), "gold file", path,
-             "--label-col, --id-col or --reference-col")
+    required = {id_col: "--id-col", label_col: "--label-col"} | ({reference_col: "--reference-col"} if reference_col else {})
+    _require(frame, required, "gold file", path)
     if reference_col is None and DEFAULT_REFERENCE_COL in frame.columns:
         reference_col = DEFAULT_REFERENCE_COL
     gold = frame.select(

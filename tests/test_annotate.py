@@ -217,7 +217,7 @@ def test_bad_rows_are_counted_and_skipped_by_rule(tmp_path: Path):
     [
         (["--model", "m"], "--backend openai needs --api-base"),
         (["--model", "m", "--api-base", "localhost:8000/v1"], "--backend openai needs --api-base http(s)://"),
-        (["--model", "m", "--api-base", "http://127.0.0.1:9/v1", "--label-col", "gold"], "required label column 'gold' missing"),
+        (["--model", "m", "--api-base", "http://127.0.0.1:9/v1", "--label-col", "gold"], "has no column 'gold' (it has: "),
         (["--model", "m", "--api-base", "http://127.0.0.1:9/v1", "--max-attempts", "0"], "--max-attempts must be at least 1"),
         (["--backend", "hf", "--model", "nano"], "needs a local Hugging Face model folder"),
         (["--backend", "hf", "--model", "no/such/folder"], "unknown model"),

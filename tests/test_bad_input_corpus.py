@@ -244,7 +244,7 @@ def good_file(path: Path, **columns) -> Path:
         ("text column of int64", "text column 'text' is int64"),
         ("image_path column of lists", "image column 'image_path' is list<"),
         ("id column of doubles", "id column 'post_id' is double"),
-        ("required column missing", "required text column 'text' missing"),
+        ("required column missing", "has no column 'text' (it has: "),
     ],
 )
 def test_bad_input_files_stop_the_job_before_any_work(case: str, expected: str, tmp_path: Path):

@@ -34,7 +34,8 @@ def test_input_not_parquet(tmp_path: Path):
 
 
 def test_required_column_missing(posts: Path, tmp_path: Path):
-    assert "required id column 'tweet_id' missing" in bad_job(posts, "--out", tmp_path / "o", "--id-col", "tweet_id")
+    message = bad_job(posts, "--out", tmp_path / "o", "--id-col", "tweet_id")
+    assert "has no column 'tweet_id' (it has: post_id, text" in message and message.rstrip().endswith("name the right one with --id-col")
     assert not (tmp_path / "o").exists()
 
 

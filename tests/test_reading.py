@@ -32,7 +32,7 @@ def test_missing_input_and_empty_folder_are_job_errors(tmp_path: Path):
 def test_required_and_kept_columns_are_checked_in_every_file(tmp_path: Path):
     good = dump(tmp_path / "good.parquet", post_id=["x"], text=["t"], author=["a"])
     bad = dump(tmp_path / "bad.parquet", post_id=["y"], body=["t"])
-    with pytest.raises(JobError, match="required text column 'text' missing in .*bad.parquet"):
+    with pytest.raises(JobError, match=r"input .*bad.parquet has no column 'text' \(it has: .*\); name the right one with --text-col"):
         plan_inputs([good, bad], Columns())
     with pytest.raises(JobError, match="not found in any input file: nope"):
         plan_inputs([good], Columns(keep=("nope",)))

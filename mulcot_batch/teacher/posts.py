@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from PIL import Image
 
-from ..errors import JobError
+from ..errors import JobError, missing_column
 from ..images import load_image, resolve_under
 from ..metrics.labels import normalise_label
 from ..reading import Columns
@@ -68,7 +68,7 @@ def read_posts(path: Path, columns: InputColumns, limit: int | None) -> pl.DataF
         raise JobError(f"not a readable Parquet file: {path} ({exc})") from None
     for role, name in (("id", columns.id), ("text", columns.text), ("label", columns.label)):
         if name not in names:
-            raise JobError(f"required {role} column {name!r} missing in {path}")
+            raise missing_column(f"input {path}", name, names, f"--{role}-col")
     frame = pl.read_parquet(path, n_rows=limit)
 
     def column(name: str) -> pl.Expr:
