@@ -205,6 +205,8 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
         click.option("--image-root", default=None, help="Folder image paths are relative to [default: each file's folder]."),
         click.option("--chain-holdout", type=float, default=0.2, show_default=True, help="Share of chains kept aside (by id hash)."),
         click.option("--images/--no-images", "use_images", default=True, show_default=True),
+        click.option("--image-grid", type=click.IntRange(1, 7), default=2, show_default=True,
+                     help="nano: each image becomes GRID x GRID tokens, pooled from EfficientNet's 7x7 feature map."),
         click.option("--image-text/--no-image-text", default=False, show_default=True,
                      help="nano: append the OCR text of each image to its post (needs rapidocr; for an assistant)."),
         click.option("--lora-r", type=int, default=lora_r, show_default=True, help="LoRA rank; 0 fine-tunes the whole LM."),

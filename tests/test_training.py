@@ -1,5 +1,6 @@
 """train-assistant / distill on a few real posts: the pipeline runs, saves scorable parts, resumes."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -245,3 +246,32 @@ def test_label_balance_lifts_the_rare_label_on_close_calls(balance: float, negat
         optimizer.step()
     p = torch.softmax(model.logits.detach()[[3, 11]], dim=0)
     assert p[1].item() == pytest.approx(negative_share, abs=0.01)
+
+
+def test_a_finer_image_grid_is_trained_stored_and_scored_beside_a_coarser_assistant(labelled, tmp_path: Path):
+    """--image-grid 3 gives the student 9 image tokens a post; its assistant (2x2, 4 tokens) keeps its
+    own feature cache in the shared work folder, so neither is fed the other's pooling."""
+    train, dev, _ = labelled
+    work = tmp_path / "work"
+    base = dict(train=str(train), dev=str(dev), lora_r=4, dev_limit=3)
+    train_nano(TrainOptions(**base, out=str(work / "assistant"), config=TrainConfig(max_steps=1, token_budget=512, w_kd=0.0)),
+               log=lambda m: None)
+    student = TrainOptions(**base, out=str(work / "student"), image_grid=3, assistant=str(work / "assistant" / "best"),
+                           config=TrainConfig(max_steps=1, token_budget=512, w_kd=1.0))
+    train_nano(student, log=lambda m: None)
+    coarse, fine = (torch.load(work / name, weights_only=True) for name in ("image_features.pt", "image_features_3x3.pt"))
+    assert {f.shape[0] for f in coarse.values()} == {4} and {f.shape[0] for f in fine.values()} == {9}
+    assert (work / "student" / "teacher_logits.pt").is_file()
+    assert json.loads((work / "student" / "best" / "nano.json").read_text())["image_grid"] == 3
+    result = run_cli("score", dev, "--out", tmp_path / "scored", "--model", work / "student" / "best",
+                     "--rationales", "none", "--workers", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_output(tmp_path / "scored")["status"].to_list() == ["ok"] * 6
+
+
+def test_image_grid_is_refused_for_a_hugging_face_model(tmp_path: Path):
+    from mulcot_batch.errors import JobError
+    from mulcot_batch.training.run import train_model
+
+    with pytest.raises(JobError, match="--image-grid applies to nano only"):
+        train_model(TrainOptions(train="t", dev="d", out=str(tmp_path), model=str(tmp_path), image_grid=3))

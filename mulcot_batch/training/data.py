@@ -169,6 +169,11 @@ class ImageFeatureCache:
         self.path = path
         self.features: dict[str, torch.Tensor] = torch.load(path, weights_only=True) if path.is_file() else {}
 
+    @classmethod
+    def for_grid(cls, folder: Path, grid: int) -> "ImageFeatureCache":
+        """The cache of one pooling grid: a student and its assistant may pool the same images differently."""
+        return cls(folder / ("image_features.pt" if grid == 2 else f"image_features_{grid}x{grid}.pt"))
+
     def ensure(self, images: list[Path | None], pixels: Callable, encode: Callable) -> None:
         """Encode what is not cached yet: `pixels(PIL image) -> uint8`, `encode(uint8 batch) -> features`."""
         todo = sorted({str(p) for p in images if p is not None} - set(self.features))

@@ -57,7 +57,7 @@ def train_nano(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
     with training_accelerator(opts.config.bf16) as accelerator:
         model, tokenizer, peft_model = build_model(opts)
         preparer = NanoPreparer(model.config, tokenizer)
-        features = ImageFeatureCache(data.out.parent / "image_features.pt")
+        features = ImageFeatureCache.for_grid(data.out.parent, model.config.image_grid)
         started = time.perf_counter()
         wanted = [e.image for e in data.train + data.chains + data.dev] if opts.use_images else []
         features.ensure(wanted, preparer.pixels, model.image_features)
@@ -104,6 +104,7 @@ def build_model(opts: TrainOptions) -> tuple[NanoModel, object, object | None]:
         tasks=COMPACT_TASKS,
         trained=True,
         uses_images=opts.use_images,
+        image_grid=opts.image_grid,
         reads_image_text=opts.image_text,
         notes=f"trained by mulcot-batch ({kind}, images {'on' if opts.use_images else 'off'}, "
         f"{'OCR text of the images, ' if opts.image_text else ''}"
@@ -153,7 +154,7 @@ def _teacher_logits(opts: TrainOptions, examples: list[Example], out: Path, log)
             read.ensure([e.image for e in examples], log)
             shown = with_image_text(examples, read)
         preparer = assistant.preparer()
-        features = ImageFeatureCache(out.parent / "image_features.pt")
+        features = ImageFeatureCache.for_grid(out.parent, assistant.model.config.image_grid)
         features.ensure([e.image for e in examples] if opts.use_images else [], preparer.pixels, assistant.model.image_features)
         seqs = build_sequences(shown, NanoPrompts(preparer, opts.use_images), 0, reasoning=False)
         pad = assistant.tokenizer.pad_token_id
