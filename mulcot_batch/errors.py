@@ -27,8 +27,8 @@ class Interrupted(JobError):
         self.exit_code = 128 + signum
 
 
-def missing_column(what: str, name: str, present: Sequence[str], option: str) -> JobError:
-    """A missing column names the columns the file has and the option that picks another, so the
-    user can fix the command from the message alone."""
+def missing_column(what: str, name: str, present: Sequence[str], fix: str) -> JobError:
+    """A missing column names the columns the file has and how to fix the command (`fix`, e.g.
+    "name the right one with --text-col"), so the user can do it from the message alone."""
     shown = ", ".join(present[:12]) + (", ..." if len(present) > 12 else "")
-    return JobError(f"{what} has no column {name!r} (it has: {shown}); name the right one with {option}")
+    return JobError(f"{what} has no column {name!r} (it has: {shown}); {fix}")

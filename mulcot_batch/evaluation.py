@@ -68,10 +68,10 @@ def read_parquet_input(path: Path, what: str) -> pl.DataFrame:
 
 
 def _require(frame: pl.DataFrame, columns: dict[str, str], what: str, path: Path) -> None:
-    """`columns`: each required column and the option that names it."""
+    """`columns`: each required column and the option that names another."""
     for name, option in columns.items():
         if name not in frame.columns:
-            raise missing_column(f"{what} {path}", name, frame.columns, option)
+            raise missing_column(f"{what} {path}", name, frame.columns, f"name the right one with {option}")
 
 
 def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
@@ -87,7 +87,10 @@ def _unique_ids(frame: pl.DataFrame, what: str, path: Path) -> pl.DataFrame:
 def load_scored(path: Path, id_col: str) -> pl.DataFrame:
     """Id, predicted label, chain (null when none), status and label probabilities of every scored row."""
     frame = read_parquet_input(path, "scored output")
-    _require(frame, {id_col: "--id-col", "label": "SCORED (an output of `mulcot-batch score`)"}, "scored output", path)
+    _require(frame, {id_col: "--id-col"}, "scored output", path)
+    if "label" not in frame.columns:
+        raise missing_column(f"scored output {path}", "label", frame.columns,
+                             "SCORED is an output of `mulcot-batch score`; to score a labelled input first, add --score-first")
     exprs = [
         pl.col(id_col).cast(pl.String).alias(ID),
         pl.col("label").cast(pl.String).alias(PRED),

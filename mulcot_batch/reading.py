@@ -88,7 +88,7 @@ def plan_inputs(files: list[Path], columns: Columns) -> InputPlan:
             raise JobError(f"not a readable Parquet file: {path} ({exc})") from None
         for role, name in (("id", columns.id), ("text", columns.text)):
             if name not in schema.names:
-                raise missing_column(f"input {path}", name, schema.names, f"--{role}-col")
+                raise missing_column(f"input {path}", name, schema.names, f"name the right one with --{role}-col")
         for role, name in (("id", columns.id), ("text", columns.text), ("image", columns.image), ("aspect", columns.aspect)):
             if name in schema.names:
                 _check_role_type(role, name, schema.field(name).type, path)

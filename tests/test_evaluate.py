@@ -184,3 +184,11 @@ def test_teacher_chains_as_scored_output_on_real_t15(tmp_path: Path):
     agree = sum(extract_label(c) == g for c, g in zip(sample["rationale"], sample["label"])) / 60
     assert report["chains"]["label_agreement"] == pytest.approx(agree)
     assert report["chains"]["bleu"] == pytest.approx(1.0) and report["chains"]["rouge_l_f1"] == pytest.approx(1.0)
+
+
+def test_an_unscored_input_passed_as_scored_says_to_score_it_first(tmp_path: Path):
+    posts = tmp_path / "posts.parquet"
+    pl.DataFrame({"post_id": ["a"], "text": ["hi"], "gold": ["positive"]}).write_parquet(posts)
+    result = run_cli("evaluate", posts, "--gold", posts, "--label-col", "gold")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "has no column 'label' (it has: post_id, text, gold)" in result.stderr and "--score-first" in result.stderr

@@ -29,8 +29,8 @@ from .attention import install as install_fast_attention
 from .base import Post, PreparedPost, Preparer, Student, Task, label_token_ids
 from .decoding import cache_keyword, greedy_decode, stop_token_ids
 from .drafting import NgramDrafter
-from .loading import quiet_loading
 from .image_cache import ImageFeatureCache, pixel_key
+from .loading import quiet_loading
 from .prompt_prefixes import PromptPrefixes, prefix_key, shared_prefix_length
 
 NANO_DIR = Path(__file__).resolve().parent.parent / "models" / "nano"

@@ -68,7 +68,7 @@ def read_posts(path: Path, columns: InputColumns, limit: int | None) -> pl.DataF
         raise JobError(f"not a readable Parquet file: {path} ({exc})") from None
     for role, name in (("id", columns.id), ("text", columns.text), ("label", columns.label)):
         if name not in names:
-            raise missing_column(f"input {path}", name, names, f"--{role}-col")
+            raise missing_column(f"input {path}", name, names, f"name the right one with --{role}-col")
     frame = pl.read_parquet(path, n_rows=limit)
 
     def column(name: str) -> pl.Expr:
