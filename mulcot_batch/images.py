@@ -12,6 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
+#: nano's image tokens per post are DEFAULT_IMAGE_GRID ** 2 cells pooled from EfficientNet's 7x7 map.
+DEFAULT_IMAGE_GRID = 2
+
 DEFAULT_MAX_PIXELS = 40_000_000  # ~6300x6300; a 1 KB PNG can claim far more (decompression bomb)
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 

@@ -23,6 +23,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from .. import weights
+from ..images import DEFAULT_IMAGE_GRID
 from ..prompts import PREDICTION_PREFIX, task_instruction
 from ..schema import LABELS
 from .attention import install as install_fast_attention
@@ -49,7 +50,7 @@ class NanoConfig:
     """Architecture and prompt template; stored as nano.json beside the trained parts."""
 
     image_size: int = 224
-    image_grid: int = 2  # pooled grid side: image_grid**2 image tokens per post
+    image_grid: int = DEFAULT_IMAGE_GRID  # pooled grid side: image_grid**2 image tokens per post
     max_text_tokens: int = 192
     template: str = (
         "<|im_start|>system\nYou judge the sentiment of social-media posts.<|im_end|>\n"

@@ -18,7 +18,7 @@ import torch
 
 from .. import weights
 from ..errors import JobError
-from ..images import load_image
+from ..images import DEFAULT_IMAGE_GRID, load_image
 from ..prompts import format_chain, parse_chain
 from ..schema import CHAIN_FIELDS, LABELS
 
@@ -172,7 +172,7 @@ class ImageFeatureCache:
     @classmethod
     def for_grid(cls, folder: Path, grid: int) -> "ImageFeatureCache":
         """The cache of one pooling grid: a student and its assistant may pool the same images differently."""
-        return cls(folder / ("image_features.pt" if grid == 2 else f"image_features_{grid}x{grid}.pt"))
+        return cls(folder / ("image_features.pt" if grid == DEFAULT_IMAGE_GRID else f"image_features_{grid}x{grid}.pt"))
 
     def ensure(self, images: list[Path | None], pixels: Callable, encode: Callable) -> None:
         """Encode what is not cached yet: `pixels(PIL image) -> uint8`, `encode(uint8 batch) -> features`."""

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import JobError
 from ..image_text import IMAGE_TEXT_MARK, ImageTextCache, with_image_text
+from ..images import DEFAULT_IMAGE_GRID
 from .batches import PromptSource, Sequence, build_sequences
 from .data import Example, load_examples, load_text_examples
 from .loop import TrainConfig, TrainState
@@ -37,7 +38,7 @@ class TrainOptions:
     image_root: str | None = None  # default: each data file's folder
     chain_holdout: float = 0.2
     use_images: bool = True
-    image_grid: int = 2  # nano: image tokens per post = image_grid ** 2 (pooled from the encoder's 7x7 map)
+    image_grid: int = DEFAULT_IMAGE_GRID  # nano: image tokens per post = image_grid ** 2 (pooled from the encoder's 7x7 map)
     image_text: bool = False  # nano: append each image's OCR text to its post (an assistant's extra input)
     lora_r: int = 0  # 0: fine-tune the whole LM
     lora_alpha: int = 32
@@ -62,7 +63,7 @@ def train_model(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
         from .recipes import train_nano
 
         return train_nano(opts, log)
-    if opts.image_grid != 2:
+    if opts.image_grid != DEFAULT_IMAGE_GRID:
         raise JobError("--image-grid applies to nano only; a Hugging Face VLM brings its own image tokens")
     from .hf_recipe import train_hf
 
