@@ -11,6 +11,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from .errors import JobError
@@ -67,6 +70,7 @@ def smollm2_folder() -> Path:
             return target
         shutil.rmtree(target, ignore_errors=True)  # an incomplete folder from an older version
         scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+        _announce_conversion(target)
         try:
             _convert_gguf(gguf_dir, scratch)
             if not _complete(scratch):
@@ -81,6 +85,34 @@ def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("config.json", "model.safetensors", "tokenizer.json"))
 
 
+def _announce_conversion(target: Path) -> None:
+    """One line instead of the libraries' two progress bars (hundreds of lines in a log file).
+
+    Silent when the job turned transformers' progress bars off (`score --quiet`): errors only.
+    """
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.is_progress_bar_enabled():
+        from .console import stderr
+
+        stderr.print(f"[dim]first use: converting {SMOLLM2_GGUF} into a cached safetensors copy at {target} (once)[/dim]")
+
+
+@contextmanager
+def _no_gguf_progress_bar() -> Iterator[None]:
+    """transformers de-quantizes GGUF tensors under a bare tqdm bar that its own switch does not reach."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
 def _convert_gguf(gguf_dir: Path, out: Path) -> None:
     """De-quantize the GGUF and write plain safetensors ourselves.
 
@@ -90,8 +122,11 @@ def _convert_gguf(gguf_dir: Path, out: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .students.loading import quiet_loading
+
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    with quiet_loading(), _no_gguf_progress_bar():
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the tensors are de-quantized: a plain float model now
