@@ -4,13 +4,15 @@ Why: a meme, a poster or a screenshot often states in words what the post text l
 ("FREE LOLITA", "HAPPY BIRTHDAY"), and a 2x2 grid of pooled image features cannot read. The
 nano assistant may be trained with this text appended to the post (`--image-text`); the student
 it distils into never needs it. OCR runs about 0.4 s an image on 2 CPU cores, so the results are
-kept in a JSON file beside the run (like the image features) and saved every few hundred images:
-an interrupted pass resumes where it stopped.
+kept in a JSON file beside the run (like the image features) and saved every few hundred images,
+with a progress line each time (a full T15 pass is ~20 min): an interrupted pass resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -56,10 +58,13 @@ class ImageTextCache:
             return
         read = read or ocr_engine()
         log(f"reading the text in {len(todo)} images")
+        start = time.perf_counter()
         for done, name in enumerate(todo, start=1):
             self.texts[name] = read(name)
             if done % SAVE_EVERY == 0 or done == len(todo):
                 self._save()
+                pace = (time.perf_counter() - start) / done
+                log(f"  read {done}/{len(todo)} images ({pace:.2f} s an image, about {pace * (len(todo) - done) / 60:.0f} min left)")
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

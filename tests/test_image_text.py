@@ -22,7 +22,9 @@ def test_images_are_read_once_and_the_cache_survives_a_restart(tmp_path: Path):
         calls.append(name)
         return "HAPPY BIRTHDAY" if name.endswith("a.jpg") else ""
 
-    ImageTextCache(tmp_path / "text.json").ensure(images, log=lambda m: None, read=read)
+    said = []
+    ImageTextCache(tmp_path / "text.json").ensure(images, log=said.append, read=read)
+    assert said[0] == "reading the text in 2 images" and said[-1].startswith("  read 2/2 images")  # a long pass reports progress
     again = ImageTextCache(tmp_path / "text.json")
     again.ensure(images, log=lambda m: None, read=read)  # nothing left to read
     assert len(calls) == 2
