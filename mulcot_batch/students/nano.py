@@ -398,8 +398,10 @@ class NanoStudent(Student):
         head = self.model.lm.get_output_embeddings()
         # fp32 for the three dot products: in bf16 a logit near 20 moves in steps of 0.125, which ties
         # close calls exactly (17 of 1,122 T15 dev posts) and coarsens the probabilities
-        bias = None if head.bias is None else head.bias[self.label_ids].float()
-        label_logits = F.linear(last.float(), head.weight[self.label_ids].float(), bias)
+        # (autocast off: under `--dtype bfloat16` accelerate's autocast would cast them back to bf16)
+        with torch.autocast(last.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias[self.label_ids].float()
+            label_logits = F.linear(last.float(), head.weight[self.label_ids].float(), bias)
         self.counters["classified"] += len(last)
         return torch.softmax(label_logits, dim=-1).cpu().numpy().astype(np.float32)
 
