@@ -158,6 +158,33 @@ def evaluate(ctx: click.Context, scored: str, score_first: bool, quiet: bool, **
 
 
 @main.command()
+@click.option("--model", required=True, help="A trained nano model folder (distill's OUT/best); its nano.json gets the temperature.")
+@click.option("--dev", required=True, help="Labelled Parquet the temperature is fitted on (the dev split, not the training posts).")
+@click.option("--out", default=None, help="Keep the scored dev split in this folder [default: a temporary one].")
+@click.option("--label-col", default="label", show_default=True, help="Gold label column of --dev.")
+@click.option("--id-col", default="post_id", show_default=True, help="Id column of --dev.")
+@click.option("--image-root", default=None, help="As score --image-root.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="As score --batch-size.")
+@click.option("--workers", type=int, default=2, show_default=True, help="As score --workers.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True, help="As score --dtype.")
+@click.option("--limit", type=int, default=None, help="Fit on the first N rows only (a quick check).")
+@click.option("--json", "json_path", default=None, help="Write the before/after report as JSON to this file.")
+@click.option("--quiet", is_flag=True, help="No tables or progress; errors only.")
+def calibrate(**options) -> None:
+    """Fit the label temperature of a nano model on a labelled dev split; labels never change."""
+    from .calibrating import CalibrateOptions, run_calibration
+
+    report = run_calibration(CalibrateOptions(**options))
+    if not options["quiet"]:
+        from rich.console import Console
+
+        from .evaluation_table import calibration_fit_table
+
+        Console().print(calibration_fit_table(report))
+        click.echo(f"label temperature {report['temperature']} written to {Path(report['model']) / 'nano.json'}", err=True)
+
+
+@main.command()
 @click.argument("input_file", metavar="INPUT")
 @click.option("--out", required=True, help="Output Parquet (the columns of rationales.parquet plus the outcome).")
 @click.option("--backend", type=click.Choice(["openai", "hf"]), default="openai", show_default=True, help="An OpenAI-compatible endpoint, or a local Hugging Face VLM.")

@@ -183,29 +183,46 @@ def score_first(opts: EvaluateOptions) -> Path:
     return Path(opts.score_out)
 
 
-def run_evaluation(opts: EvaluateOptions) -> dict:
-    """The whole job: (score,) read, match, measure, write JSON; returns the report."""
+@dataclass
+class MatchedRows:
+    """The scored rows joined to their gold labels, and where each side came from."""
+
+    joined: pl.DataFrame
+    counts: dict[str, int]
+    scored_path: Path
+    gold_path: Path
+    reference_col: str | None
+
+
+def matched_rows(opts: EvaluateOptions) -> MatchedRows:
+    """(Score,) read and match: the gold file is checked before any time is spent on scoring."""
     if not opts.gold and not opts.score_first:
         raise JobError("--gold is required (or --score-first, which takes the labels from the input)")
     if opts.score_first and not opts.score_out:
         raise JobError("--score-first needs --out DIR, the folder the labelled input is scored into")
     gold_path = Path(opts.gold or opts.scored)
-    # Check the gold file before spending time on scoring.
     gold, reference_col = load_gold(gold_path, opts.id_col, opts.label_col, opts.reference_col)
     scored_path = score_first(opts) if opts.score_first else Path(opts.scored)
     scored = load_scored(scored_path, opts.id_col)
     partial = opts.allow_partial or (opts.score_first and opts.score_options.get("limit") is not None)
     joined, counts = match_ids(scored, gold, partial)
+    return MatchedRows(joined, counts, scored_path, gold_path, reference_col)
+
+
+def run_evaluation(opts: EvaluateOptions) -> dict:
+    """The whole job: (score,) read, match, measure, write JSON; returns the report."""
+    matched = matched_rows(opts)
+    joined, reference_col = matched.joined, matched.reference_col
     if reference_col is not None and (opts.meteor or opts.cosine):
         # MiniLM on CPU takes minutes for a thousand long chains (about 2 chains/s on 2 busy cores)
         say(f"measuring {joined.height:,} rows (chain similarity may take a few minutes on CPU)...", opts.quiet)
     report = {
-        "scored": str(scored_path),
-        "gold": str(gold_path),
+        "scored": str(matched.scored_path),
+        "gold": str(matched.gold_path),
         "label_col": opts.label_col,
         "reference_col": reference_col,
         "models": sorted(m for m in joined["model"].unique().to_list() if m is not None),
-        "rows": counts,
+        "rows": matched.counts,
         **evaluate_frame(joined, reference_col is not None, opts.meteor, opts.cosine),
     }
     if opts.json_path:

@@ -1,4 +1,5 @@
-"""The evaluation report as rich tables: headline numbers, per class, confusion matrix, chains."""
+"""The evaluation report as rich tables: headline numbers, per class, confusion matrix, chains;
+and the before/after table of `calibrate`."""
 
 from __future__ import annotations
 
@@ -102,3 +103,16 @@ def report_tables(report: dict) -> Group:
     if report["chains"] is not None:
         parts.append(chains_table(report["chains"]))
     return Group(*parts)
+
+
+def calibration_fit_table(report: dict) -> Group:
+    """`calibrate`: the fitted temperature and the dev split's calibration before and after it."""
+    before, after = report["before"], report["after"]
+    table = Table(title=f"mulcot-batch calibrate: {report['model']} on {report['dev']}")
+    for name in ("", "before", "after"):
+        table.add_column(name, justify="left" if not name else "right")
+    table.add_row("label temperature", _num(report["temperature_before"]), _num(report["temperature"]))
+    for key, name in (("ece", "ECE"), ("log_loss", "log loss"), ("brier", "Brier"), ("mean_confidence", "mean confidence")):
+        table.add_row(name, _num(before.get(key)), _num(after.get(key)))
+    table.add_row("accuracy (unchanged)", _num(before.get("accuracy")), _num(after.get("accuracy")))
+    return Group(table, reliability_table(after))

@@ -11,6 +11,7 @@ import pytest
 import numpy as np
 
 from mulcot_batch.metrics import evaluate_calibration, evaluate_chains, evaluate_labels
+from mulcot_batch.metrics.calibration import fit_temperature, rescaled
 from mulcot_batch.metrics.chains import bleu_scores, distinct_n, is_complete, meteor_scores, rouge_l_scores
 from mulcot_batch.metrics.embeddings import load_encoder, pairwise_cosine
 from mulcot_batch.metrics.wordnet import LEXNAMES, load_wordnet
@@ -66,6 +67,34 @@ def test_calibration_tells_an_overconfident_model_from_an_honest_one():
     assert evaluate_calibration(gold, honest)["ece"] == pytest.approx(0.0, abs=1e-9)
     assert evaluate_calibration(gold, overconfident)["ece"] == pytest.approx(0.19)
     assert evaluate_calibration(gold, overconfident)["log_loss"] > evaluate_calibration(gold, honest)["log_loss"]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("true_temperature", [2.5, 0.5])
+def test_fitted_temperature_recovers_how_over_or_underconfident_a_model_is(true_temperature: float):
+    """Gold labels drawn from softmax(z / T): a model that reports softmax(z) is off by exactly T."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 3.0, size=(4000, 3))
+    gold = [("negative", "neutral", "positive")[rng.choice(3, p=row)] for row in _softmax(logits / true_temperature)]
+    reported = _softmax(logits)[:, [2, 1, 0]]  # columns in LABELS order: positive, neutral, negative
+    fitted = fit_temperature(gold, reported)
+    assert fitted == pytest.approx(true_temperature, rel=0.1)
+    repaired = rescaled(reported, fitted)
+    assert (repaired.argmax(axis=1) == reported.argmax(axis=1)).all()  # no label changes
+    before, after = evaluate_calibration(gold, reported), evaluate_calibration(gold, repaired)
+    assert after["ece"] < 0.03 < before["ece"] and after["log_loss"] < before["log_loss"]
+
+
+def test_temperature_one_changes_nothing_and_rows_without_probabilities_are_skipped():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [np.nan] * 3])
+    assert rescaled(probs[:2], 1.0) == pytest.approx(probs[:2])
+    assert np.isfinite(fit_temperature(["positive", "negative", "neutral"], probs))
+    with pytest.raises(ValueError, match="no row has probabilities"):
+        fit_temperature(["positive"], np.array([[np.nan] * 3]))
 
 
 def test_calibration_without_any_probability_or_with_an_unknown_gold_label():

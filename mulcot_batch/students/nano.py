@@ -66,6 +66,9 @@ class NanoConfig:
     # A reasoning wording with {label} makes chains explain the one-pass label (see `explains_label`).
     tasks: dict[str, str] | None = None
     trained: bool = False
+    # Divides the label logits before the softmax (`mulcot-batch calibrate` fits it on a dev split):
+    # the probabilities then mean what they say; the argmax, the label, is the same at any value.
+    label_temperature: float = 1.0
     notes: str = "untrained: base SmolLM2-135M-Instruct, projector randomly initialised (seed 0)"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -403,7 +406,7 @@ class NanoStudent(Student):
             bias = None if head.bias is None else head.bias[self.label_ids].float()
             label_logits = F.linear(last.float(), head.weight[self.label_ids].float(), bias)
         self.counters["classified"] += len(last)
-        return torch.softmax(label_logits, dim=-1).cpu().numpy().astype(np.float32)
+        return torch.softmax(label_logits / self.model.config.label_temperature, dim=-1).cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
     def explain(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
