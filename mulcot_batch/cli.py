@@ -262,7 +262,7 @@ def training_options(lora_r: int, lora_dropout: float, w_reason: float, w_kd: fl
                      help="Weight each label's loss by its share of the posts to the power -B (0: plain, 1: balanced)."),
         click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Optimizer steps between checkpoints."),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--bf16/--fp32", default=True, show_default=True, help="bf16 autocast (CPU and GPU)."),
+        click.option("--bf16/--fp32", default=None, help="bf16 autocast [default: on bf16 GPUs and AVX-512 CPUs, where it is the faster path]."),
         click.option("--threads", type=int, default=0, help="torch threads [default: torch's choice]."),
     ]
 

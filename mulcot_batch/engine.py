@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .accelerating import bf16_is_fast
 from .errors import JobError, JobFailed
 from .faults import crash_point
 from .preparing import ChunkSource, PreparedChunk, chunk_loader
@@ -99,21 +100,12 @@ def check_options(opts: ScoreOptions) -> None:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """bf16 wherever it is the faster path: GPUs with bf16, and CPUs with AVX-512, whose oneDNN bf16
-    kernels ran nano 2.5x faster than fp32. A CPU with AVX2 alone (most laptops) has no bf16 kernels:
-    there bf16 ran nano 3.3x slower (labels) to 4.3x slower (chains) than fp32, so it gets fp32."""
+    """bf16 wherever it is the faster path (`accelerating.bf16_is_fast`), else fp16 on a GPU, fp32 on a CPU."""
     if name != "auto":
         return DTYPES[name]
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    if device.type == "cpu" and not cpu_runs_bf16_fast():
-        return torch.float32
-    return torch.bfloat16
-
-
-def cpu_runs_bf16_fast() -> bool:
-    """True on x86 CPUs with AVX-512 (what torch dispatches its bf16 CPU kernels on)."""
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if bf16_is_fast(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 #: Options that change how a job runs, not what it writes: a rerun may change them and still resume.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .accelerating import stage_accelerator
 from .console import progress_bar, say, stderr, summarise_parts, summary_table
 from .engine import ChunkResult, ScoreOptions, load_job_student, plan_job, run_chunks
 from .errors import Interrupted, JobError, JobFailed
@@ -33,10 +34,7 @@ def execute(opts: ScoreOptions, after: Callable[[], None] | None = None) -> dict
     folder = OutputFolder(Path(opts.out))
     folder.check(plan.identity, opts.overwrite)
 
-    from accelerate import Accelerator
-
-    # cpu=True on a machine without CUDA is what lets accelerate join CPU ranks (gloo) at all.
-    accelerator = Accelerator(mixed_precision=_mixed_precision(opts), cpu=not torch.cuda.is_available())
+    accelerator = stage_accelerator(_mixed_precision(opts))
     rank, world = accelerator.process_index, accelerator.num_processes
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:

@@ -176,14 +176,22 @@ def test_label_probabilities_are_not_rounded_to_bf16_steps(one_torch_thread):
     assert off_grid.max() > 1e-3, "label logits were rounded to bf16 steps"
 
 
-def test_an_explicit_bfloat16_job_scores_with_fp32_label_probabilities(sample_copy: Path, tmp_path: Path):
-    """`--dtype bfloat16` runs under accelerate's bf16 autocast, which used to cast the fp32 label
-    head back to bf16 and stop every job at the first batch (numpy has no bf16)."""
-    out = tmp_path / "out"
-    result = run_cli("score", sample_copy, "--out", out, "--limit", "4", "--rationales", "none", "--dtype", "bfloat16", *FAST)
+def test_a_job_file_scores_in_float32_then_evaluates_in_bfloat16_in_one_process(sample_copy: Path, tmp_path: Path):
+    """accelerate keeps one precision per process: the bf16 stage used to stop at "AcceleratorState
+    has already been initialized"; and under its bf16 autocast the fp32 label head was cast back to
+    bf16, which numpy cannot hold."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[score]\ninputs = ["{sample_copy}"]\nout = "{tmp_path / "fp32"}"\nlimit = 4\nrationales = "none"\nworkers = 0\n'
+        'dtype = "float32"\n'
+        f'[evaluate]\nscored = "{sample_copy}"\nscore_first = true\nout = "{tmp_path / "bf16"}"\nlabel_col = "gold_label"\n'
+        'limit = 4\nrationales = "none"\nworkers = 0\ndtype = "bfloat16"\n'
+    )
+    result = run_cli("run", job, "--quiet")
     assert result.exit_code == 0, result.output
-    probs = read_output(out).select("p_positive", "p_neutral", "p_negative").to_numpy()
-    assert probs.shape == (4, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    fp32, bf16 = (read_output(tmp_path / name).select("p_positive", "p_neutral", "p_negative").to_numpy() for name in ("fp32", "bf16"))
+    assert fp32.shape == bf16.shape == (4, 3)
+    assert np.abs(fp32 - bf16).max() < 0.1  # the same model at two precisions
 
 
 @pytest.mark.parametrize(("capability", "expected"), [("AVX512", torch.bfloat16), ("AVX2", torch.float32), ("DEFAULT", torch.float32)])
@@ -194,6 +202,10 @@ def test_auto_dtype_is_bf16_only_on_cpus_with_bf16_kernels(monkeypatch, capabili
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert resolve_dtype("auto", torch.device("cpu")) == expected
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16  # asked for by name: given
+    from mulcot_batch.training.loop import TrainConfig
+
+    assert TrainConfig().bf16 is (expected == torch.bfloat16)  # training's autocast follows the same rule
+    assert TrainConfig(bf16=True).bf16 is True
 
 
 def test_loading_nano_prints_no_library_chatter(capfd):

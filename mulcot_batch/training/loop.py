@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..accelerating import bf16_is_fast, default_device, stage_accelerator
 from ..schema import LABELS
 from .batches import IGNORE, Sequence, plan_batches
 
@@ -49,8 +50,12 @@ class TrainConfig:
     label_balance: float = 0.0  # label CE weight (label's share of the label-task posts) ** -balance; 1: balanced
     checkpoint_every: int = 200
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | None = None  # bf16 autocast; None: where it is fast (`accelerating.bf16_is_fast`)
     max_steps: int | None = None  # for smoke tests
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:  # decided once, so run.json records what ran
+            self.bf16 = bf16_is_fast(default_device())
 
 
 @dataclass
@@ -64,20 +69,15 @@ class TrainState:
 
 @contextmanager
 def training_accelerator(bf16: bool) -> Iterator[Any]:
-    """An Accelerator with this stage's precision (bf16 autocast on GPU and CPU alike).
-
-    A job file runs its stages in one process, and accelerate keeps one precision per process: the
-    shared state is cleared before and after training, so a `score` stage that follows (or came
-    before) gets its own. The process group of `accelerate launch` is kept.
-    """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    """An Accelerator with this stage's precision (bf16 autocast, or none), cleared again after
+    training so that a stage which follows starts from nothing (see `accelerating`)."""
+    from accelerate import DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
 
-    AcceleratorState._reset_state()
     # A text-only batch leaves the nano projector unused; DDP has to be told that may happen.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     try:
-        yield Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        yield stage_accelerator("bf16" if bf16 else "no", kwargs_handlers=[ddp])
     finally:
         AcceleratorState._reset_state()
 
