@@ -83,7 +83,7 @@ def run(ctx: click.Context, job_file: str, overwrite: bool, quiet: bool) -> None
     from .jobs import read_job, stage_args
 
     stages = []
-    for name, table in read_job(Path(job_file)).items():  # every stage is checked before any runs
+    for name, table in read_job(Path(job_file)):  # every stage is checked before any runs
         command = main.get_command(ctx, name.replace("_", "-"))
         if command is None or name == "run":
             raise JobError(f"job file {job_file}: [{name}] is not a mulcot-batch command")

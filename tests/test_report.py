@@ -375,6 +375,31 @@ def test_job_file_report_table(monkeypatch, sample_copy: Path, tmp_path: Path):
     assert table(out / "report", "over_time")["bucket"].dt.hour().unique().sort().to_list() == [0, 12]
 
 
+def test_job_file_runs_a_command_twice_in_file_order(monkeypatch, sample_copy: Path, tmp_path: Path):
+    """[[score]] tables run once each, where their headers stand: score A, report A, score B."""
+    execute, calls = fake_scoring()
+    monkeypatch.setattr("mulcot_batch.scoring_job.execute", execute)
+    job = tmp_path / "job.toml"
+    first, second = tmp_path / "a", tmp_path / "b"
+    job.write_text(
+        f'[[score]]\ninputs = ["{sample_copy}"]\nout = "{first}"\n'
+        f'[report]  # of the first\nscored = ["{first}"]\nout = "{first / "report"}"\n'
+        f'[[score]]\ninputs = ["{sample_copy}"]\nout = "{second}"\nlimit = 5\n'
+    )
+    result = run_cli("run", job)
+    assert result.exit_code == 0, result.output
+    assert [Path(opts.out) for opts in calls] == [first, second] and calls[1].limit == 5
+    stages = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("== ")]
+    assert stages == ["== score", "== report", "== score"]
+    assert (first / "report" / "report.html").is_file()
+
+
+def test_job_file_key_outside_a_table_is_a_clear_error(tmp_path: Path):
+    job = tmp_path / "job.toml"
+    job.write_text('score = "everything"\n')
+    result = run_cli("run", job)
+    assert result.exit_code == 2 and "'score' is not a stage; write a stage as a table, [score]" in result.stderr
+
 def test_job_file_stages_are_all_checked_before_any_runs(monkeypatch, sample_copy: Path, tmp_path: Path):
     execute, calls = fake_scoring()
     monkeypatch.setattr("mulcot_batch.scoring_job.execute", execute)
