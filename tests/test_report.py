@@ -400,6 +400,7 @@ def test_job_file_key_outside_a_table_is_a_clear_error(tmp_path: Path):
     result = run_cli("run", job)
     assert result.exit_code == 2 and "'score' is not a stage; write a stage as a table, [score]" in result.stderr
 
+
 def test_job_file_stages_are_all_checked_before_any_runs(monkeypatch, sample_copy: Path, tmp_path: Path):
     execute, calls = fake_scoring()
     monkeypatch.setattr("mulcot_batch.scoring_job.execute", execute)
