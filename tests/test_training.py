@@ -28,6 +28,29 @@ def test_training_rules_skip_bad_rows(labelled):
     assert counts["skipped: duplicate id"] == 1 and counts["skipped: unknown label"] == 1
 
 
+
+def test_missing_or_broken_images_and_empty_chains_are_counted_and_kept_as_less(tmp_path: Path):
+    """A post keeps its label task when its image or chain is unusable: text-only, no reasoning task.
+    A chain without the five fields (free text) counts as unparsable, whatever the chain style."""
+    from collections import Counter
+
+    sample_image = next((Path(__file__).resolve().parent.parent / "sample_data" / "images").glob("*.jpg"))
+    (tmp_path / "good.jpg").write_bytes(sample_image.read_bytes())
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    fields = {"text_analysis": "Calm.", "image_analysis": "Plain.", "conflict_resolution": "None.",
+              "final_conclusion": "Neutral."}
+    rows = {"post_id": ["a", "b", "c", "d"], "text": ["t"] * 4, "label": ["neutral"] * 4,
+            "image_path": ["good.jpg", "gone.jpg", "empty.jpg", None],
+            "rationale": [format_chain(fields, "neutral"), "", None, "The post is neutral, I think."]}
+    pl.DataFrame(rows).write_parquet(tmp_path / "chains.parquet")
+    counts = Counter()
+    examples = load_examples(tmp_path / "chains.parquet", chain_col="rationale", counts=counts)  # full chains
+    assert [e.post_id for e in examples] == ["a", "b", "c", "d"] and counts["used"] == 4
+    assert [e.image is not None for e in examples] == [True, False, False, False]
+    assert [e.chain is not None for e in examples] == [True, False, False, False]
+    assert counts["image missing or unreadable: text only"] == 2
+    assert counts["chain empty or unparsable: label task only"] == 3
+
 def test_a_chain_that_contradicts_its_gold_label_trains_the_label_only(tmp_path: Path):
     from collections import Counter
 

@@ -98,6 +98,8 @@ def _example(
         return None
     seen.add(post_id)
     chain = (row.get(chain_col) or "").strip() if chain_col else None
+    if chain and not all(parse_chain(chain).fields()[name] for name in CHAIN_FIELDS):
+        chain = None  # unparsable: training on it would teach the student to write chains without the fields
     if chain and chain_style == "short":
         chain = short_chain(chain, label)
     if chain and parse_chain(chain).label not in (None, label):  # chain prompts name the gold label
