@@ -59,6 +59,11 @@ class Chain:
     final_conclusion: str | None
     label: str | None
 
+    @property
+    def has_analyses(self) -> bool:
+        """All four analysis fields are there (the Prediction is checked on its own)."""
+        return all((self.text_analysis, self.image_analysis, self.conflict_resolution, self.final_conclusion))
+
     def fields(self) -> dict[str, str | None]:
         values = (self.text_analysis, self.image_analysis, self.conflict_resolution, self.final_conclusion)
         return {**dict(zip(CHAIN_FIELDS, values)), "rationale_label": self.label}

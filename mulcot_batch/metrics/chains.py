@@ -39,7 +39,8 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
 
 def is_complete(chain: str) -> bool:
     """All five fields present: the four analyses and a Prediction that names a label."""
-    return all(value is not None for value in parse_chain(chain).fields().values())
+    parsed = parse_chain(chain)
+    return parsed.has_analyses and parsed.label is not None
 
 
 def bleu_scores(candidates: Sequence[str], references: Sequence[str]) -> list[float]:

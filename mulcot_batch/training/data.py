@@ -42,9 +42,9 @@ def short_chain(chain: str, label: str) -> str | None:
     than the teacher's ~300 tokens; the structure and the conclusion of each field are kept.
     """
     parsed = parse_chain(chain)
-    fields = parsed.fields()
-    if not all(fields[name] for name in CHAIN_FIELDS):
+    if not parsed.has_analyses:
         return None
+    fields = parsed.fields()
     first = {name: _first_sentence(fields[name]) for name in CHAIN_FIELDS}
     return format_chain(first, parsed.label or label)
 
@@ -98,16 +98,16 @@ def _example(
         return None
     seen.add(post_id)
     chain = (row.get(chain_col) or "").strip() if chain_col else None
-    if chain and not all(parse_chain(chain).fields()[name] for name in CHAIN_FIELDS):
-        chain = None  # unparsable: training on it would teach the student to write chains without the fields
-    if chain and chain_style == "short":
-        chain = short_chain(chain, label)
-    if chain and parse_chain(chain).label not in (None, label):  # chain prompts name the gold label
-        counts["chain disagrees with its label: label task only"] += 1
-        chain = None
-    elif chain_col and not chain:
+    parsed = parse_chain(chain) if chain else None
+    if chain_col and (parsed is None or not parsed.has_analyses):
+        # training on a chain without its fields would teach the student to write such chains
         counts["chain empty or unparsable: label task only"] += 1
         chain = None
+    elif parsed is not None and parsed.label not in (None, label):  # chain prompts name the gold label
+        counts["chain disagrees with its label: label task only"] += 1
+        chain = None
+    elif chain and chain_style == "short":
+        chain = short_chain(chain, label)
     image = _image_file(row.get("image_path"), root)
     if row.get("image_path") and image is None:
         counts["image missing or unreadable: text only"] += 1
